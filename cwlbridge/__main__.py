@@ -1,0 +1,3 @@
+from cwlbridge.cli import run
+
+run()

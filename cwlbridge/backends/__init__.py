@@ -1,0 +1,1 @@
+"""Backends: where tasks run (local, panda, reana) behind one small contract."""

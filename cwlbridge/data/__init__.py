@@ -1,0 +1,1 @@
+"""Datasets: the local store, Rucio, and the idempotent stage-out."""

@@ -1,0 +1,1 @@
+"""Execution engine: scheduler, run state, progress and reports."""

@@ -1,0 +1,1 @@
+"""The pchain model: load, check, resolve and plan a chain without any server."""

@@ -1,0 +1,151 @@
+"""``cwlbridge validate`` and ``cwlbridge plan``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from cwlbridge.errors import EXIT_FAILURE, EXIT_OK, CwlbridgeError, UsageError
+
+
+def register(subparsers: Any) -> None:
+    """Add ``validate`` and ``plan``."""
+    validate = subparsers.add_parser(
+        "validate",
+        help="check a chain offline with PanDA's rules",
+        description="Check a pchain CWL chain offline. Exit 0: valid (maybe with warnings);"
+        " 1: errors found; 2: usage error.",
+    )
+    validate.add_argument("chain", metavar="CHAIN.cwl")
+    validate.add_argument("inputs", metavar="INPUTS.yaml", nargs="?")
+    validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.set_defaults(handler=run_validate)
+
+    plan = subparsers.add_parser(
+        "plan",
+        help="show the tasks and datasets PanDA would create",
+        description="Resolve a chain into PanDA tasks: names, datasets, placeholders, parents.",
+    )
+    plan.add_argument("chain", metavar="CHAIN.cwl")
+    plan.add_argument("inputs", metavar="INPUTS.yaml")
+    plan.add_argument("--outds", required=True, help="the pchain --outDS, e.g. user.NICK.NAME")
+    plan.add_argument(
+        "--format", choices=("table", "json", "dot", "mermaid"), default="table", help="output format"
+    )
+    plan.add_argument("-o", "--output", metavar="FILE", help="write a picture (.svg or .png) of the DAG")
+    plan.set_defaults(handler=run_plan)
+
+
+def _require_file(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise UsageError(f"{what} '{path}' does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{what} '{path}' is a directory, not a file")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from cwlbridge.model.rules import analyse
+
+    _require_file(args.chain, "chain file")
+    if args.inputs is not None:
+        _require_file(args.inputs, "inputs file")
+    analysis = analyse(args.chain, args.inputs)
+    findings = analysis.findings
+    if args.format == "json":
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "valid": not findings.errors,
+                    "errors": len(findings.errors),
+                    "warnings": len(findings.warnings),
+                    "findings": [f.as_dict() for f in findings.items],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    else:
+        for finding in findings.items:
+            sys.stderr.write(finding.text() + "\n")
+        tasks = len(analysis.plan.tasks) if analysis.plan else 0
+        if findings.errors:
+            sys.stderr.write(
+                f"{args.chain}: {len(findings.errors)} error(s), {len(findings.warnings)} warning(s)\n"
+            )
+        else:
+            sys.stdout.write(
+                f"{args.chain}: valid ({tasks} task(s), {len(findings.warnings)} warning(s))\n"
+            )
+    return EXIT_FAILURE if findings.errors else EXIT_OK
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from cwlbridge.model import plan as plan_mod
+    from cwlbridge.model.rules import analyse, check_outds
+
+    _require_file(args.chain, "chain file")
+    _require_file(args.inputs, "inputs file")
+    problem = check_outds(args.outds)
+    if problem:
+        raise UsageError(problem)
+    analysis = analyse(args.chain, args.inputs, args.outds)
+    for finding in analysis.findings.items:
+        sys.stderr.write(finding.text() + "\n")
+    if analysis.findings.errors or analysis.plan is None:
+        sys.stderr.write(f"{args.chain}: {len(analysis.findings.errors)} error(s); no plan\n")
+        return EXIT_FAILURE
+    plan = analysis.plan
+    if args.output:
+        write_picture(plan_mod.to_dot(plan), args.output)
+        sys.stderr.write(f"wrote {args.output}\n")
+    if args.format == "json":
+        sys.stdout.write(plan.json_text())
+    elif args.format == "dot":
+        sys.stdout.write(plan_mod.to_dot(plan))
+    elif args.format == "mermaid":
+        sys.stdout.write(plan_mod.to_mermaid(plan))
+    elif not args.output:
+        print_table(plan)
+    return EXIT_OK
+
+
+def print_table(plan: Any) -> None:
+    """The plan as a terminal table (rich), one row per task."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cwlbridge.model.plan import to_table_rows
+
+    table = Table(title=f"{plan.outds}: {len(plan.tasks)} task(s)", show_lines=True)
+    for column in ("id", "task", "type", "inputs", "outputs", "parents"):
+        table.add_column(column, overflow="fold")
+    for row in to_table_rows(plan):
+        table.add_row(*row)
+    Console(width=max(shutil.get_terminal_size((160, 24)).columns, 120)).print(table)
+
+
+def write_picture(dot_text: str, output: str) -> None:
+    """Render DOT to .svg/.png with Graphviz, or say how to get Graphviz."""
+    ext = os.path.splitext(output)[1].lower().lstrip(".")
+    if ext not in ("svg", "png", "pdf"):
+        raise UsageError(f"-o {output}: the picture must end in .svg, .png or .pdf")
+    dot = shutil.which("dot")
+    if dot is None:
+        raise CwlbridgeError(
+            "cannot draw the picture: Graphviz 'dot' is not installed",
+            hint="install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install"
+            " graphviz; conda: conda install graphviz), or use --format dot / --format mermaid",
+        )
+    try:
+        subprocess.run(
+            [dot, f"-T{ext}", "-o", output], input=dot_text.encode(), check=True, capture_output=True
+        )
+    except subprocess.CalledProcessError as err:
+        raise CwlbridgeError(f"Graphviz failed: {err.stderr.decode(errors='replace').strip()}") from None
+    except OSError as err:
+        raise CwlbridgeError(f"cannot write {output}: {err.strerror}") from None

@@ -1,0 +1,373 @@
+"""Load a pchain chain: YAML with positions, CWL checks by cwl-utils, sub-workflows recursively.
+
+PanDA's parser creates empty ``prun``, ``reana``… files next to the user's
+CWL so that cwl-utils finds something to point at.  We resolve the five
+builtin types to the typed CommandLineTools in ``cwlbridge/tools/`` instead,
+in memory, and never write into the user's directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cwlbridge.errors import InputFileError, SourcePos
+from cwlbridge.model.steps import (
+    BUILTIN_TYPES,
+    Findings,
+    Step,
+    StepInput,
+    Workflow,
+    WorkflowInput,
+    WorkflowOutput,
+)
+from cwlbridge.model.yamlpos import key_pos, load_yaml, node_pos, value_pos
+
+TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
+CWL_VERSIONS = ("v1.0", "v1.1", "v1.2")
+STEP_KEYS = {
+    "id", "in", "out", "run", "requirements", "hints", "label", "doc",
+    "scatter", "scatterMethod", "when",
+}  # fmt: skip
+SCATTER_METHODS = ("dotproduct", "flat_crossproduct", "nested_crossproduct")
+
+
+def builtin_type(run: str) -> str | None:
+    """The builtin step type a ``run:`` value names, or None (``prun`` or ``prun.cwl``)."""
+    base = os.path.basename(run.strip())
+    name = base[:-4] if base.endswith(".cwl") else base
+    return name if name in BUILTIN_TYPES else None
+
+
+def tool_path(step_type: str) -> Path:
+    """The CommandLineTool file describing a builtin step type."""
+    return TOOLS_DIR / f"{step_type}.cwl"
+
+
+def _short(ref: str) -> str:
+    """A source as written, without any ``file#`` prefix."""
+    return ref.split("#", 1)[-1]
+
+
+def _as_entries(
+    section: Any, path: str, what: str, findings: Findings, key_field: str = "id"
+) -> list[tuple[str, Any, SourcePos]]:
+    """CWL idmap forms (mapping keyed by id, or list of objects with ``id``) as a list."""
+    entries: list[tuple[str, Any, SourcePos]] = []
+    if section is None:
+        return entries
+    if isinstance(section, dict):
+        for key, value in section.items():
+            entries.append((str(key), value, key_pos(section, key, path)))
+    elif isinstance(section, list):
+        for index, item in enumerate(section):
+            pos = key_pos(section, index, path)
+            if isinstance(item, dict) and isinstance(item.get(key_field), str):
+                entries.append((_short(item[key_field]), item, pos))
+            elif isinstance(item, str) and what == "out":
+                entries.append((_short(item), None, pos))
+            else:
+                findings.error(pos, f"each entry of '{what}' needs an '{key_field}'")
+    else:
+        findings.error(node_pos(section, path), f"'{what}' must be a mapping or a list")
+    return entries
+
+
+def _sources(value: Any) -> tuple[list[str], bool] | None:
+    if isinstance(value, str):
+        return [_short(value)], False
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [_short(v) for v in value], True
+    return None
+
+
+def _step_input(
+    name: str, value: Any, pos: SourcePos, path: str, findings: Findings, step: str
+) -> StepInput:
+    item = StepInput(name, [], False, None, False, pos)
+    if isinstance(value, (str, list)) and not isinstance(value, dict):
+        found = _sources(value)
+        if found is None:
+            findings.error(pos, f"input '{name}': a source must be a name or a list of names", step=step)
+        else:
+            item.sources, item.source_is_list = found
+        return item
+    if not isinstance(value, dict):
+        findings.error(
+            pos,
+            f"input '{name}' must be a source name or a mapping with 'source' or 'default'",
+            step=step,
+        )
+        return item
+    if "source" in value:
+        found = _sources(value["source"])
+        if found is None:
+            findings.error(
+                value_pos(value, "source", path), f"input '{name}': bad 'source'", step=step
+            )
+        else:
+            item.sources, item.source_is_list = found
+    if "default" in value:
+        item.default, item.has_default = value["default"], True
+        item.pos = value_pos(value, "default", path)
+    if "valueFrom" in value:
+        findings.warning(
+            value_pos(value, "valueFrom", path),
+            f"input '{name}': valueFrom is ignored by PanDA",
+            step=step,
+        )
+    if not item.sources and not item.has_default:
+        findings.error(pos, f"input '{name}' has neither a source nor a default", step=step)
+    return item
+
+
+def _has_loop_hint(hints: Any) -> bool:
+    if isinstance(hints, list):
+        return any(h == "loop" or (isinstance(h, dict) and h.get("class") == "loop") for h in hints)
+    if isinstance(hints, dict):
+        return "loop" in hints
+    return False
+
+
+class ChainLoader:
+    """Loads one chain file and its sub-workflows, collecting findings instead of raising."""
+
+    def __init__(self, findings: Findings, *, schema_check: bool = True):
+        self.findings = findings
+        self.schema_check = schema_check
+        self._stack: list[str] = []
+        self._cache: dict[str, Workflow | None] = {}
+
+    def load(self, path: str) -> Workflow | None:
+        """The workflow in ``path``, or None when it cannot be read as one."""
+        real = os.path.realpath(path)
+        if real in self._cache:
+            return self._cache[real]
+        try:
+            doc = load_yaml(path)
+        except InputFileError as err:
+            self.findings.error(err.pos or SourcePos(path), err.message, hint=err.hint)
+            self._cache[real] = None
+            return None
+        self._stack.append(real)
+        try:
+            workflow = self._workflow(doc, path)
+            if workflow is not None and self.schema_check:
+                self._schema_check(doc, path)
+        finally:
+            self._stack.pop()
+        self._cache[real] = workflow
+        return workflow
+
+    def _workflow(self, doc: Any, path: str) -> Workflow | None:
+        findings = self.findings
+        if doc is None:
+            findings.error(SourcePos(path, 1, 1), "the file is empty; expected a CWL Workflow")
+            return None
+        if not isinstance(doc, dict):
+            findings.error(
+                SourcePos(path, 1, 1),
+                f"the top level is a {type(doc).__name__}; expected a mapping with 'class: Workflow'",
+            )
+            return None
+        if "$graph" in doc:
+            findings.error(
+                key_pos(doc, "$graph", path),
+                "packed ($graph) documents are not supported by pchain; give the Workflow file",
+            )
+            return None
+        cls = doc.get("class")
+        if cls != "Workflow":
+            where = value_pos(doc, "class", path) if "class" in doc else node_pos(doc, path)
+            findings.error(
+                where,
+                f"class is {cls!r}; a pchain chain must be 'class: Workflow'",
+                hint="steps run builtin tools with run: prun (or junction, reana, phpo, gitlab)",
+            )
+            return None
+        version = doc.get("cwlVersion")
+        if version not in CWL_VERSIONS:
+            where = value_pos(doc, "cwlVersion", path) if "cwlVersion" in doc else node_pos(doc, path)
+            findings.error(where, f"cwlVersion {version!r} is not one of {', '.join(CWL_VERSIONS)}")
+            version = "v1.2"
+        workflow = Workflow(path, str(version), {}, {}, [], node_pos(doc, path))
+        workflow.requirements = self._requirement_names(doc.get("requirements"))
+        for name, value, pos in _as_entries(doc.get("inputs"), path, "inputs", findings):
+            if isinstance(value, dict):
+                workflow.inputs[name] = WorkflowInput(
+                    name, value.get("type"), value.get("default"), "default" in value, pos
+                )
+            else:
+                workflow.inputs[name] = WorkflowInput(name, value, None, False, pos)
+        for name, value, pos in _as_entries(doc.get("outputs"), path, "outputs", findings):
+            sources: list[str] = []
+            if isinstance(value, dict) and "outputSource" in value:
+                found = _sources(value["outputSource"])
+                if found is None:
+                    findings.error(pos, f"output '{name}': bad outputSource")
+                else:
+                    sources = found[0]
+            workflow.outputs[name] = WorkflowOutput(name, sources, pos)
+        steps = doc.get("steps")
+        if steps is None:
+            findings.error(node_pos(doc, path), "the workflow has no 'steps'")
+        for name, value, pos in _as_entries(steps, path, "steps", findings):
+            if not isinstance(value, dict):
+                findings.error(pos, "a step must be a mapping with run, in and out", step=name)
+                continue
+            step = self._step(name, value, pos, path)
+            if workflow.step(name) is not None:
+                findings.error(pos, "duplicate step name", step=name)
+            workflow.steps.append(step)
+        return workflow
+
+    @staticmethod
+    def _requirement_names(section: Any) -> set[str]:
+        if isinstance(section, dict):
+            return {str(k) for k in section}
+        if isinstance(section, list):
+            return {str(r.get("class")) for r in section if isinstance(r, dict)}
+        return set()
+
+    def _step(self, name: str, doc: dict[str, Any], pos: SourcePos, path: str) -> Step:
+        findings = self.findings
+        run = doc.get("run")
+        run_pos = value_pos(doc, "run", path) if "run" in doc else pos
+        step = Step(name, str(run) if isinstance(run, str) else "", "unknown", {}, [], pos, run_pos)
+        for key in doc:
+            if key not in STEP_KEYS:
+                close = difflib.get_close_matches(str(key), sorted(STEP_KEYS), n=1)
+                findings.error(
+                    key_pos(doc, key, path),
+                    f"unknown step field '{key}'",
+                    step=name,
+                    hint=f"did you mean '{close[0]}'?" if close else None,
+                )
+        if run is None:
+            findings.error(pos, "the step has no 'run'", step=name)
+        elif not isinstance(run, str):
+            findings.error(
+                run_pos,
+                "run must name a builtin type (prun, junction, reana, phpo, gitlab) or a .cwl file;"
+                " inline processes are not supported by pchain",
+                step=name,
+            )
+        else:
+            self._resolve_run(step, path)
+        for in_name, value, in_pos in _as_entries(doc.get("in"), path, "in", findings):
+            step.inputs[in_name] = _step_input(in_name, value, in_pos, path, findings, name)
+        outs = _as_entries(doc.get("out"), path, "out", findings)
+        step.outputs = [out_name for out_name, _, _ in outs] or ["outDS"]
+        if "scatter" in doc:
+            step.scatter_pos = value_pos(doc, "scatter", path)
+            found = _sources(doc["scatter"])
+            if found is None:
+                findings.error(step.scatter_pos, "scatter must name step inputs", step=name)
+            else:
+                step.scatter = found[0]
+        method = doc.get("scatterMethod")
+        if method is not None:
+            if method not in SCATTER_METHODS:
+                findings.error(
+                    value_pos(doc, "scatterMethod", path),
+                    f"unknown scatterMethod '{method}'",
+                    step=name,
+                    hint=f"use one of {', '.join(SCATTER_METHODS)}",
+                )
+            else:
+                step.scatter_method = str(method)
+        if "when" in doc:
+            step.when_pos = value_pos(doc, "when", path)
+            if not isinstance(doc["when"], str):
+                findings.error(step.when_pos, "when must be a string like $(self.x)", step=name)
+            else:
+                step.when = doc["when"]
+        step.loop = _has_loop_hint(doc.get("hints"))
+        return step
+
+    def _resolve_run(self, step: Step, path: str) -> None:
+        builtin = builtin_type(step.run)
+        if builtin is not None:
+            step.type = builtin
+            return
+        if step.run.endswith(".cwl"):
+            target = step.run[7:] if step.run.startswith("file://") else step.run
+            sub_path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+            if os.path.realpath(sub_path) in self._stack:
+                self.findings.error(
+                    step.run_pos, f"sub-workflow '{step.run}' includes itself (a cycle)", step=step.name
+                )
+                return
+            if not os.path.isfile(sub_path):
+                self.findings.error(
+                    step.run_pos, f"sub-workflow file '{step.run}' does not exist", step=step.name
+                )
+                return
+            step.type = "workflow"
+            step.body = self.load(sub_path)
+            return
+        close = difflib.get_close_matches(step.run, BUILTIN_TYPES, n=1)
+        self.findings.error(
+            step.run_pos,
+            f"unknown run type '{step.run}'",
+            step=step.name,
+            hint=(f"did you mean '{close[0]}'? " if close else "")
+            + "run: takes prun, junction, reana, phpo, gitlab or a sub-workflow .cwl file",
+        )
+
+    def _schema_check(self, doc: dict[str, Any], path: str) -> None:
+        """Check the document against the CWL schema with cwl-utils (the loader PanDA uses)."""
+        from cwl_utils.parser import load_document_by_yaml
+        from schema_salad.exceptions import ValidationException
+
+        steps = doc.get("steps")
+        entries = list(steps.values()) if isinstance(steps, dict) else steps or []
+        saved: list[tuple[dict[str, Any], Any]] = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
+                continue
+            run = entry["run"]
+            builtin = builtin_type(run)
+            known_sub = builtin is None and run.endswith(".cwl") and os.path.isfile(
+                os.path.join(os.path.dirname(path), run)
+            )
+            if not known_sub:
+                # Problems with run: were reported above; point cwl-utils at a real tool.
+                saved.append((entry, run))
+                entry["run"] = tool_path(builtin or "prun").as_uri()
+        try:
+            load_document_by_yaml(doc, Path(os.path.abspath(path)).as_uri())
+        except ValidationException as err:
+            self._report_schema(err, path)
+        except Exception as err:  # schema-salad raises many types on odd input
+            self.findings.error(SourcePos(path, 1, 1), f"not a valid CWL document: {err}")
+        finally:
+            for entry, run in saved:
+                entry["run"] = run
+
+    def _report_schema(self, err: Any, path: str) -> None:
+        seen: set[tuple[int, int, str]] = set()
+        for leaf in err.leaves() or [err]:
+            message = " ".join(str(leaf.message).split())
+            if not message or "undefined reference" in message:
+                continue
+            line, col = (leaf.start or (0, 0))[:2]
+            if (line, col, message) in seen:
+                continue
+            seen.add((line, col, message))
+            self.findings.error(SourcePos(path, int(line), int(col)), f"CWL: {message}")
+
+
+@cache
+def tool_input_types(step_type: str) -> dict[str, Any]:
+    """The declared CWL type of each ``opt_*`` input of a builtin tool."""
+    doc = load_yaml(str(tool_path(step_type)))
+    return {name: spec.get("type") for name, spec in doc["inputs"].items()}
+
+
+def load_chain(path: str, findings: Findings, *, schema_check: bool = True) -> Workflow | None:
+    """Load ``path`` and every sub-workflow it uses; problems go to ``findings``."""
+    return ChainLoader(findings, schema_check=schema_check).load(path)

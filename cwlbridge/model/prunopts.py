@@ -1,0 +1,150 @@
+"""prun options, parsed by prun's own argument parser from panda-client.
+
+PanDA's server runs ``opt_args`` through prun's parser and dies with
+``SystemExit`` on a bad option.  We use the same parser (so the answer is
+exactly prun's) but turn its exit into an error message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import shlex
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+#: Characters prun refuses in output file names (PsubUtils.check_invalid_char).
+_INVALID_OUTPUT_CHARS = "%|;><?'\"()$@:=&^#\\[]{}`*"
+
+
+class PrunOptionError(Exception):
+    """prun would reject these options; the message is prun's own."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One ``--outputs`` entry: the file pattern and the dataset type it lands in."""
+
+    pattern: str
+    type: str
+
+
+@dataclass
+class PrunOptions:
+    """The prun options cwlbridge needs, from one parse of ``opt_args``."""
+
+    outputs: list[OutputSpec] = field(default_factory=list)
+    use_secrets: bool = False
+    n_files_per_job: int | None = None
+    n_jobs: int | None = None
+    n_files: int | None = None
+    n_gb_per_job: str | None = None
+    secondary_dss: str = ""
+    exec_in_args: str | None = None
+    namespace: dict[str, Any] = field(default_factory=dict)
+
+
+class _Exit(Exception):
+    pass
+
+
+@lru_cache(maxsize=1)
+def _parser() -> argparse.ArgumentParser:
+    from pandaclient import PrunArgs
+
+    parser: argparse.ArgumentParser = PrunArgs.build_parser()
+
+    def _error(message: str) -> Any:
+        raise PrunOptionError(message)
+
+    def _exit(status: int = 0, message: str | None = None) -> Any:
+        raise _Exit(message or "")
+
+    parser.error = _error  # type: ignore[method-assign]
+    parser.exit = _exit  # type: ignore[method-assign]
+    return parser
+
+
+def split_args(text: str) -> list[str]:
+    """shlex-split ``opt_args`` as the server does; unbalanced quotes become an error."""
+    try:
+        return shlex.split(text)
+    except ValueError as err:
+        raise PrunOptionError(f"cannot split opt_args: {err}") from None
+
+
+def output_specs(outputs: str) -> list[OutputSpec]:
+    """``--outputs`` entries and their dataset types, the way prun names the datasets."""
+    specs: list[OutputSpec] = []
+    seen_suffix: set[str] = set()
+    regex_index = 0
+    for entry in outputs.replace(" ", "").split(","):
+        if not entry:
+            continue
+        suffix = ""
+        name = entry
+        if ":" in entry and not entry.startswith("regex|"):
+            suffix, name = entry.split(":", 1)
+            if suffix in seen_suffix:
+                raise PrunOptionError(
+                    f"dataset name suffix '{suffix}' is used for multiple files in --outputs"
+                )
+            seen_suffix.add(suffix)
+        if name.startswith("regex|"):
+            if not suffix:
+                suffix = str(regex_index)
+                regex_index += 1
+            specs.append(OutputSpec(name, suffix))
+            continue
+        file_name = name
+        if "*" in file_name:
+            file_name = file_name.replace("*", "XYZ") + ".tgz"
+        if "/" in file_name:
+            raise PrunOptionError(f"an output file name {file_name} contains '/'")
+        bad = next((c for c in file_name if c in _INVALID_OUTPUT_CHARS), None)
+        if bad is not None:
+            raise PrunOptionError(f'an output file name {file_name} contains an invalid character "{bad}"')
+        specs.append(OutputSpec(name, suffix or file_name))
+    return specs
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(args_text: str) -> PrunOptions:
+    argv = split_args(args_text)
+    parser = _parser()
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            namespace = parser.parse_args(argv)
+    except (_Exit, SystemExit):
+        raise PrunOptionError("opt_args asks prun to print and exit (--help or --version)") from None
+    values = vars(namespace)
+    outputs = values.get("outputs") or ""
+    return PrunOptions(
+        outputs=output_specs(outputs),
+        use_secrets=bool(values.get("useSecrets")),
+        n_files_per_job=_int_or_none(values.get("nFilesPerJob")),
+        n_jobs=_int_or_none(values.get("nJobs")),
+        n_files=_int_or_none(values.get("nFiles")),
+        n_gb_per_job=str(values["nGBPerJob"]) if values.get("nGBPerJob") not in (None, "", -1) else None,
+        secondary_dss=str(values.get("secondaryDSs") or ""),
+        exec_in_args=values.get("jobParams") or None,
+        namespace=values,
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value in (None, "", -1):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def parse_prun_args(args_text: str) -> PrunOptions:
+    """Parse ``opt_args`` with prun's parser; raises PrunOptionError with prun's message."""
+    return _parse_cached(args_text)

@@ -1,0 +1,541 @@
+"""Resolve a loaded chain into a Plan with PanDA's names, placeholders and start links.
+
+Follows panda-server's ``workflow_utils`` (the production resolver): per file,
+steps are topologically sorted keeping file order among steps that are ready
+together; leaves take serial ids as they are resolved, a sub-workflow node
+takes the id after all its children, and every scatter element takes its own
+ids.  Deliberate fixes of PanDA defects are marked ``FIX`` and listed in the
+README.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cwlbridge.errors import SourcePos
+from cwlbridge.model.conditions import (
+    BinOp,
+    Cond,
+    ConditionError,
+    Not,
+    Ref,
+    parse_condition,
+    references,
+    suppressed_inputs,
+)
+from cwlbridge.model.plan import Loop, Parent, Plan, Task
+from cwlbridge.model.prunopts import PrunOptionError, parse_prun_args
+from cwlbridge.model.steps import Findings, Step, StepInput, Workflow
+
+LOOP_SUFFIX = ".___idds___num_run___"
+_LEFTOVER = re.compile(r"%\{[^{}]*\}")
+_DS_PLACEHOLDER = re.compile(r"%\{(SEC)?DS(\d+|\*)\}")
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A value that names a parent task's output (resolved to ``{task}_{type}/`` on use)."""
+
+    task: Task
+
+
+@dataclass
+class _Context:
+    """Where a body is being resolved: its variables, loop state and inherited parents."""
+
+    path: str
+    inherited: list[Parent]
+    in_loop: bool
+    loop_vars: dict[str, Any] = field(default_factory=dict)
+    workflow_vars: dict[str, Any] = field(default_factory=dict)
+    in_sub: bool = False
+    loop_path: str | None = None
+    inputs: frozenset[str] = frozenset()
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        out: list[Any] = []
+        for item in value:
+            out.extend(_flatten(item))
+        return out
+    return [value]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, TaskRef):
+        return value.task.name
+    if isinstance(value, list):
+        return ",".join(_text(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _type_name(ds_type: str) -> str:
+    return ds_type.replace("*", "XYZ") + ".tgz" if "*" in ds_type else ds_type
+
+
+def _task_refs(value: Any) -> list[Task]:
+    return [v.task for v in _flatten(value) if isinstance(v, TaskRef)]
+
+
+class Resolver:
+    """Turns a Workflow and input values into a Plan; problems go to ``findings``."""
+
+    def __init__(self, outds: str, findings: Findings, top_values: dict[str, Any]):
+        self.outds = outds
+        self.findings = findings
+        self.top_values = top_values
+        self.serial = 0
+        self.tasks: list[Task] = []
+        self.loops: list[Loop] = []
+
+    # -- bodies -------------------------------------------------------------------------------
+
+    def body(self, wf: Workflow, env: dict[str, Any], ctx: _Context) -> dict[str, list[Task]]:
+        """Resolve every step of ``wf``; returns each step's tail tasks by step name."""
+        produced: dict[str, list[Task]] = {}
+        for step in self.order(wf):
+            values = self.input_values(wf, step, env, produced)
+            produced[step.name] = []
+            for suffix, element in self.scatter_elements(step, values):
+                path = f"{ctx.path}{step.name}{suffix}"
+                if step.type == "workflow":
+                    produced[step.name] += self.sub_workflow(step, element, path, ctx)
+                elif step.type != "unknown":
+                    task = self.leaf(step, element, path, ctx, wf)
+                    if task is not None:
+                        produced[step.name].append(task)
+        return produced
+
+    def order(self, wf: Workflow) -> list[Step]:
+        """PanDA's topological order: file order among the steps that are ready together."""
+        names = {s.name for s in wf.steps}
+        parents = {s.name: {src.split("/")[0] for i in s.inputs.values() for src in i.sources
+                            if "/" in src and src.split("/")[0] in names} for s in wf.steps}  # fmt: skip
+        visited: set[str] = set()
+        ordered: list[Step] = []
+        remaining = list(wf.steps)
+        while remaining:
+            batch, rest = [], []
+            for step in remaining:
+                if parents[step.name] <= visited:
+                    batch.append(step)
+                    visited.add(step.name)
+                else:
+                    rest.append(step)
+            if not batch:
+                break  # a cycle: reported by the rules, its steps are left out
+            ordered += batch
+            remaining = rest
+        return ordered
+
+    def input_values(
+        self, wf: Workflow, step: Step, env: dict[str, Any], produced: dict[str, list[Task]]
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, item in step.inputs.items():
+            if not item.sources:
+                values[name] = item.default
+                continue
+            resolved = [self.source_value(wf, src, env, produced) for src in item.sources]
+            if item.source_is_list:
+                values[name] = _flatten(resolved)  # FIX: PanDA nests lists here
+            else:
+                values[name] = resolved[0]
+            if values[name] is None and item.has_default:
+                values[name] = item.default
+        return values
+
+    @staticmethod
+    def source_value(
+        wf: Workflow, source: str, env: dict[str, Any], produced: dict[str, list[Task]]
+    ) -> Any:
+        if "/" in source:
+            tasks = produced.get(source.split("/")[0], [])
+            if not tasks:
+                return None
+            refs = [TaskRef(t) for t in tasks]
+            return refs[0] if len(refs) == 1 else refs
+        return env.get(source)
+
+    def scatter_elements(self, step: Step, values: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        if not step.scatter:
+            return [("", values)]
+        lists: list[list[Any]] = []
+        for name in step.scatter:
+            value = values.get(name)
+            if value is None or name not in step.inputs:
+                return []  # missing values and unknown names are reported elsewhere
+            if not isinstance(value, list):
+                self.findings.error(
+                    self._pos(step, name),
+                    f"scatter input '{name}' must be a list, not {type(value).__name__}",
+                    step=step.name,
+                )
+                return []
+            lists.append(value)
+        method = step.scatter_method or "dotproduct"
+        if method == "dotproduct":
+            if len({len(v) for v in lists}) > 1:
+                detail = ", ".join(f"{k} has {len(v)}" for k, v in zip(step.scatter, lists))
+                # FIX: PanDA cuts unequal lists to the shortest without a word.
+                self.findings.error(
+                    step.scatter_pos or step.pos,
+                    f"scatter inputs have unequal lengths ({detail}); PanDA would silently cut"
+                    " them to the shortest",
+                    step=step.name,
+                    hint="give lists of equal length, or use scatterMethod: flat_crossproduct",
+                )
+                return []
+            combos = list(zip(*lists))
+        else:
+            combos = list(itertools.product(*lists))
+        elements = []
+        for index, combo in enumerate(combos):
+            element = dict(values)
+            element.update(zip(step.scatter, combo))
+            elements.append((f"[{index}]", element))
+        return elements
+
+    # -- sub-workflows ------------------------------------------------------------------------
+
+    def node_parents(self, step: Step, values: dict[str, Any], ctx: _Context) -> tuple[list[Task], list[Parent]]:
+        """Sibling parent tasks, and the default start links PanDA gives a node without ``when``.
+
+        A head (a node fed by its body's inputs) also inherits the enclosing
+        sub-workflow's parents, which count towards "more than one parent".
+        """
+        own = [t for t in _unique(_task_refs(list(values.values()))) if t.path.startswith(ctx.path)]
+        is_head = any(src in ctx.inputs for i in step.inputs.values() for src in i.sources)
+        inherited = list(ctx.inherited) if is_head else []
+        count = len(own) + len(inherited)
+        links: list[Parent] = []
+        for parent in own:
+            from_sub = "/" in parent.path[len(ctx.path) :]
+            if count > 1 or from_sub or step.type in ("junction", "reana", "gitlab"):
+                links.append(Parent(parent.name, "processed"))
+            else:
+                links.append(Parent(parent.name, "started"))
+        return own, links + [p for p in inherited if p not in links]
+
+    def sub_workflow(self, step: Step, values: dict[str, Any], path: str, ctx: _Context) -> list[Task]:
+        body = step.body
+        if body is None:
+            return []
+        _, inherited = self.node_parents(step, values, ctx)
+        env: dict[str, Any] = {}
+        loop_vars: dict[str, Any] = {}
+        workflow_vars: dict[str, Any] = {}
+        for name, spec in body.inputs.items():
+            value = values.get(name)
+            if value is None and spec.has_default:
+                value = spec.default
+            env[name] = value
+            if name.startswith("param_"):
+                loop_vars[name[len("param_"):]] = value
+            else:
+                workflow_vars[name] = value
+        in_loop = ctx.in_loop or step.loop
+        sub_ctx = _Context(
+            path=path + "/",
+            inherited=inherited,
+            in_loop=in_loop,
+            loop_vars=loop_vars,
+            workflow_vars=workflow_vars,
+            in_sub=True,
+            loop_path=path if step.loop else ctx.loop_path,
+            inputs=frozenset(body.inputs),
+        )
+        first = len(self.tasks)
+        produced = self.body(body, env, sub_ctx)
+        self.serial += 1  # the sub-workflow node takes the id after its children
+        members = self.tasks[first:]
+        if step.loop:
+            self.loops.append(
+                Loop(
+                    path=path,
+                    tasks=[t.name for t in members],
+                    junctions=[t.name for t in members if t.type == "junction"],
+                    variables=dict(loop_vars),
+                )
+            )
+        # FIX: only the body's declared outputs feed downstream steps, not every leaf.
+        tails: list[Task] = []
+        for output in body.outputs.values():
+            for source in output.sources:
+                tails += produced.get(source.split("/")[0], [])
+        if not body.outputs:
+            tails = members
+        return _unique(tails)
+
+    # -- leaves -------------------------------------------------------------------------------
+
+    def leaf(self, step: Step, values: dict[str, Any], path: str, ctx: _Context, wf: Workflow) -> Task | None:
+        task_id = self.serial
+        self.serial += 1
+        name = f"{self.outds}_{task_id:03d}_{step.name}" + (LOOP_SUFFIX if ctx.in_loop else "")
+        cond: Cond | None = None
+        suppressed: set[str] = set()
+        if step.when is not None:
+            try:
+                cond = parse_condition(step.when)
+                suppressed = suppressed_inputs(cond)
+            except ConditionError:
+                cond = None  # reported by the rules
+        task = Task(
+            id=task_id, name=name, step=step.name, path=path, type=step.type, in_ds=[],
+            secondary_ds=[], exec=None, args=None, container=None, use_secrets=False,
+            output_datasets=[], parents=[], condition=None, in_loop=ctx.in_loop,
+            pos=step.pos, loop=ctx.loop_path,
+        )  # fmt: skip
+        self.tasks.append(task)
+        self.fill_parents(task, step, values, ctx, cond)
+        if step.type == "phpo":
+            self.fill_phpo(task, step, values)
+        elif step.type == "gitlab":
+            self.fill_gitlab(task, step, values, suppressed)
+        else:
+            self.fill_prun(task, step, values, suppressed, ctx)
+        return task
+
+    def fill_parents(
+        self, task: Task, step: Step, values: dict[str, Any], ctx: _Context, cond: Cond | None
+    ) -> None:
+        own, default_links = self.node_parents(step, values, ctx)
+        if cond is None:
+            task.parents = default_links
+            return
+        inherited = [p for p in default_links if p.task not in {t.name for t in own}]
+        task.condition_tree = cond
+        parents: list[Parent] = []
+        named: list[Task] = []
+        for ref in references(cond):
+            for parent in self._ref_parents(step, values, ref):
+                parents.append(Parent(parent.name, "failed" if ref.negated else "processed"))
+                named.append(parent)
+            task.condition_inputs[ref.name] = [
+                [t.name for t in _task_refs(v)] for v in self._ref_values(step, values, ref)
+            ]
+        rendered = self._render(cond, step, values)
+        # FIX: PanDA does not wait for parents the condition does not name; we do.
+        unnamed = [p for p in own if p not in named]
+        for parent in unnamed:
+            parents.append(Parent(parent.name, "processed"))
+        if unnamed:
+            rendered = " && ".join([rendered] + [f"processed({p.name})" for p in unnamed])
+            self.findings.warning(
+                step.when_pos or step.pos,
+                "the condition does not name parent(s) "
+                + ", ".join(sorted({p.step for p in unnamed}))
+                + "; PanDA would not wait for them, cwlbridge waits until they are processed",
+                step=step.name,
+            )
+        task.condition = rendered
+        task.parents = _unique(parents + inherited)
+
+    def _ref_values(self, step: Step, values: dict[str, Any], ref: Ref) -> list[Any]:
+        value = values.get(ref.name)
+        item = step.inputs.get(ref.name)
+        if item is not None and item.source_is_list and isinstance(value, list):
+            if ref.index is not None:
+                return [value[ref.index]] if 0 <= ref.index < len(value) else []
+            return list(value)
+        return [value]
+
+    def _ref_parents(self, step: Step, values: dict[str, Any], ref: Ref) -> list[Task]:
+        return _unique(_task_refs(self._ref_values(step, values, ref)))
+
+    def _render(self, cond: Cond, step: Step, values: dict[str, Any]) -> str:
+        if isinstance(cond, Ref):
+            word = "failed" if cond.negated else "processed"
+            parts = [f"{word}({t.name})" for t in self._ref_parents(step, values, cond)]
+            if not parts:
+                return f"{word}(self.{cond.name})"
+            return parts[0] if len(parts) == 1 else "(" + " && ".join(parts) + ")"
+        if isinstance(cond, Not):
+            return f"!({self._render(cond.operand, step, values)})"
+        assert isinstance(cond, BinOp)
+        left = self._render(cond.left, step, values)
+        right = self._render(cond.right, step, values)
+        if isinstance(cond.left, BinOp):
+            left = f"({left})"
+        if isinstance(cond.right, BinOp):
+            right = f"({right})"
+        return f"{left} {cond.op} {right}"
+
+    def dataset_list(
+        self, step: Step, key: str, type_key: str, values: dict[str, Any]
+    ) -> list[str]:
+        """``opt_inDS``-style values as dataset names, with types from ``type_key`` or the parent."""
+        raw = values.get(key)
+        if raw is None or raw == "" or raw == []:
+            return []
+        items = _flatten(raw)
+        types = values.get(type_key)
+        if isinstance(types, list):
+            type_list: list[Any] = list(types)
+            if len(type_list) != len(items):
+                self.findings.error(
+                    self._pos(step, type_key),
+                    f"{type_key} has {len(type_list)} entries but {key} has {len(items)}",
+                    step=step.name,
+                )
+                type_list = (type_list + [None] * len(items))[: len(items)]
+        else:
+            # FIX: a scalar type applies to every dataset (PanDA pairs it character by character).
+            type_list = [types] * len(items)
+        names = []
+        for item, ds_type in zip(items, type_list):
+            if isinstance(item, TaskRef):
+                chosen = ds_type or (item.task.output_types[0] if item.task.output_types else None)
+                if chosen is None:
+                    self.findings.error(
+                        self._pos(step, key),
+                        f"{key}: parent '{item.task.step}' declares no outputs to consume",
+                        step=step.name,
+                        hint=f"set {type_key} or give the parent --outputs",
+                    )
+                    chosen = "dummy"
+                names.append(f"{item.task.name}_{_type_name(str(chosen))}/")
+            elif item is not None:
+                names.append(f"{item}_{_type_name(str(ds_type))}/" if ds_type else str(item))
+        return names
+
+    def fill_prun(
+        self, task: Task, step: Step, values: dict[str, Any], suppressed: set[str], ctx: _Context
+    ) -> None:
+        exec_text = values.get("opt_exec")
+        args_text = _text(values.get("opt_args")) if values.get("opt_args") is not None else ""
+        if exec_text is None and step.type != "reana":
+            self.findings.error(step.pos, f"a {step.type} step needs opt_exec", step=step.name)
+        exec_text = "" if exec_text is None else _text(exec_text)
+        secondaries = self.dataset_list(step, "opt_secondaryDSs", "opt_secondaryDsTypes", values)
+        if step.type == "junction":
+            args_text = _add_results_json(args_text)
+        in_ds = [] if "opt_inDS" in suppressed else self.dataset_list(step, "opt_inDS", "opt_inDsType", values)
+        subs: list[tuple[str, str]] = []
+        for index, name in enumerate(secondaries, start=1):
+            subs.append((f"%{{SECDS{index}}}", name))
+        if secondaries:
+            subs.append(("%{SECDS*}", ",".join(secondaries)))  # FIX: PanDA leaves it unresolved
+        for index, name in enumerate(in_ds, start=1):
+            subs.append((f"%{{DS{index}}}", name))
+        if in_ds:
+            subs.append(("%{DS*}", ",".join(in_ds)))
+        subs += self.variable_subs(ctx)
+        exec_text = _substitute(exec_text, subs)
+        args_text = _substitute(args_text, subs)
+        self.check_leftovers(step, {"opt_exec": exec_text, "opt_args": args_text}, in_ds, secondaries)
+        task.in_ds = in_ds
+        task.secondary_ds = secondaries
+        task.exec = exec_text if values.get("opt_exec") is not None else None
+        task.args = args_text
+        container = values.get("opt_containerImage")
+        task.container = str(container) if container else None
+        try:
+            options = parse_prun_args(args_text)
+        except PrunOptionError as err:
+            self.findings.error(
+                self._pos(step, "opt_args"), f"opt_args: prun rejects it: {err}", step=step.name
+            )
+            task.output_types = ["dummy"]
+            return
+        task.use_secrets = options.use_secrets
+        task.output_types = [o.type for o in options.outputs] or ["dummy"]
+        task.output_datasets = [f"{task.name}_{o.type}/" for o in options.outputs]
+
+    def fill_phpo(self, task: Task, step: Step, values: dict[str, Any]) -> None:
+        # FIX: PanDA reads opt_inDsType here and raises KeyError; the right key is used.
+        task.in_ds = self.dataset_list(step, "opt_trainingDS", "opt_trainingDsType", values)
+        args = values.get("opt_args")
+        task.args = _text(args) if args is not None else ""
+        self.check_leftovers(step, {"opt_args": task.args}, task.in_ds, [])
+        task.output_types = ["dummy"]
+
+    def fill_gitlab(self, task: Task, step: Step, values: dict[str, Any], suppressed: set[str]) -> None:
+        for key in ("opt_api", "opt_projectID", "opt_ref", "opt_triggerToken", "opt_accessToken", "opt_site"):
+            if values.get(key) in (None, ""):
+                self.findings.error(step.pos, f"a gitlab step needs {key}", step=step.name)
+        project = values.get("opt_projectID")
+        if project not in (None, "") and not str(project).isdigit():
+            self.findings.error(
+                self._pos(step, "opt_projectID"), "opt_projectID must be a number", step=step.name
+            )
+        task.in_ds = [] if "opt_inDS" in suppressed else self.dataset_list(step, "opt_inDS", "", values)
+        args = values.get("opt_args")
+        task.args = _text(args) if args is not None else ""
+        task.use_secrets = True
+        task.output_types = ["dummy"]
+
+    def variable_subs(self, ctx: _Context) -> list[tuple[str, str]]:
+        subs: list[tuple[str, str]] = []
+        if ctx.in_sub:
+            subs += [(f"%{{{k}}}", f"___idds___user_{k}___") for k in ctx.loop_vars]
+            subs += [(f"%{{{k}}}", _text(v)) for k, v in ctx.workflow_vars.items()]
+            subs.append(("%{i}", "___idds___num_run___"))
+        # FIX: top-level inputs are usable as %{name} (PanDA leaves them as they are).
+        subs += [(f"%{{{k}}}", _text(v)) for k, v in self.top_values.items() if v is not None]
+        return subs
+
+    def check_leftovers(
+        self, step: Step, fields: dict[str, str], in_ds: list[str], secondaries: list[str]
+    ) -> None:
+        for key, text in fields.items():
+            for match in _LEFTOVER.finditer(text):
+                token = match.group(0)
+                ds = _DS_PLACEHOLDER.fullmatch(token)
+                hint = None
+                if ds and ds.group(2) == "0":
+                    hint = "dataset placeholders are 1-based; the first input is %{DS1}"
+                elif ds and ds.group(1):
+                    hint = f"this step has {len(secondaries)} secondary dataset(s) in opt_secondaryDSs"
+                elif ds:
+                    hint = f"this step has {len(in_ds)} input dataset(s) in opt_inDS"
+                else:
+                    hint = "only %{DSn}, %{SECDSn}, workflow inputs and sub-workflow inputs are replaced"
+                self.findings.error(
+                    self._pos(step, key), f"{token} is unresolved in {key}", step=step.name, hint=hint
+                )
+
+    @staticmethod
+    def _pos(step: Step, key: str) -> SourcePos:
+        item: StepInput | None = step.inputs.get(key)
+        return item.pos if item is not None else step.pos
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _substitute(text: str, subs: list[tuple[str, str]]) -> str:
+    for source, target in subs:
+        if source in text:
+            text = text.replace(source, target)
+    return text
+
+
+def _add_results_json(args: str) -> str:
+    """Junctions always output results.json (PanDA adds it to --outputs)."""
+    match = re.search(r"--outputs(?:\s+|=)(\S+)", args)
+    if match is None:
+        return (args + " --outputs results.json").strip()
+    if "results.json" in match.group(1).split(","):
+        return args
+    return args[: match.start()] + f"--outputs={match.group(1)},results.json" + args[match.end() :]
+
+
+def resolve(workflow: Workflow, values: dict[str, Any], outds: str, findings: Findings) -> Plan:
+    """Build the plan for ``workflow`` with top-level input ``values`` under ``outds``."""
+    resolver = Resolver(outds, findings, values)
+    ctx = _Context(path="", inherited=[], in_loop=False, inputs=frozenset(workflow.inputs))
+    resolver.body(workflow, values, ctx)
+    return Plan(outds=outds, tasks=resolver.tasks, loops=resolver.loops)

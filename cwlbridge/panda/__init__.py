@@ -1,0 +1,1 @@
+"""PanDA: REST client and prun-style task parameters."""

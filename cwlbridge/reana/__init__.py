@@ -1,0 +1,1 @@
+"""REANA: REST client, spec templating, secrets, the submitter and a local engine."""
