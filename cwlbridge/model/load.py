@@ -85,9 +85,9 @@ def _sources(value: Any) -> tuple[list[str], bool] | None:
 
 
 def _step_input(
-    name: str, value: Any, pos: SourcePos, path: str, findings: Findings, step: str
+    name: str, value: Any, pos: SourcePos, path: str, findings: Findings, step: str, value_at: SourcePos
 ) -> StepInput:
-    item = StepInput(name, [], False, None, False, pos)
+    item = StepInput(name, [], False, None, False, pos, value_pos=value_at)
     if isinstance(value, (str, list)) and not isinstance(value, dict):
         found = _sources(value)
         if found is None:
@@ -103,6 +103,7 @@ def _step_input(
         )
         return item
     if "source" in value:
+        item.value_pos = value_pos(value, "source", path)
         found = _sources(value["source"])
         if found is None:
             findings.error(
@@ -112,7 +113,7 @@ def _step_input(
             item.sources, item.source_is_list = found
     if "default" in value:
         item.default, item.has_default = value["default"], True
-        item.pos = value_pos(value, "default", path)
+        item.value_pos = value_pos(value, "default", path)
     if "valueFrom" in value:
         findings.warning(
             value_pos(value, "valueFrom", path),
@@ -170,7 +171,7 @@ class ChainLoader:
         if not isinstance(doc, dict):
             findings.error(
                 SourcePos(path, 1, 1),
-                f"the top level is a {type(doc).__name__}; expected a mapping with 'class: Workflow'",
+                f"the top level is a {'list' if isinstance(doc, list) else 'plain value'}; expected a mapping with 'class: Workflow'",
             )
             return None
         if "$graph" in doc:
@@ -257,8 +258,10 @@ class ChainLoader:
             )
         else:
             self._resolve_run(step, path)
-        for in_name, value, in_pos in _as_entries(doc.get("in"), path, "in", findings):
-            step.inputs[in_name] = _step_input(in_name, value, in_pos, path, findings, name)
+        in_section = doc.get("in")
+        for in_name, value, in_pos in _as_entries(in_section, path, "in", findings):
+            at = value_pos(in_section, in_name, path) if isinstance(in_section, dict) else in_pos
+            step.inputs[in_name] = _step_input(in_name, value, in_pos, path, findings, name, at)
         outs = _as_entries(doc.get("out"), path, "out", findings)
         step.outputs = [out_name for out_name, _, _ in outs] or ["outDS"]
         if "scatter" in doc:

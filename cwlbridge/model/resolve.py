@@ -505,7 +505,7 @@ class Resolver:
     @staticmethod
     def _pos(step: Step, key: str) -> SourcePos:
         item: StepInput | None = step.inputs.get(key)
-        return item.pos if item is not None else step.pos
+        return item.where if item is not None else step.pos
 
 
 def _unique(items: list[Any]) -> list[Any]:

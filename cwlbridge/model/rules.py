@@ -111,14 +111,14 @@ def _check_sources(wf: Workflow, step: Step, names: set[str], findings: Findings
                 if target is None:
                     close = difflib.get_close_matches(step_name, sorted(names), n=1)
                     findings.error(
-                        item.pos,
+                        item.where,
                         f"input '{name}': unknown source step '{step_name}'",
                         step=step.name,
                         hint=f"did you mean '{close[0]}/{port}'?" if close else None,
                     )
                 elif port not in target.outputs:
                     findings.error(
-                        item.pos,
+                        item.where,
                         f"input '{name}': step '{step_name}' has no output '{port}'",
                         step=step.name,
                         hint=f"its outputs are {', '.join(target.outputs)}",
@@ -128,7 +128,7 @@ def _check_sources(wf: Workflow, step: Step, names: set[str], findings: Findings
             elif source not in wf.inputs:
                 close = difflib.get_close_matches(source, sorted(wf.inputs), n=1)
                 findings.error(
-                    item.pos,
+                    item.where,
                     f"input '{name}': unknown source '{source}' (not a workflow input)",
                     step=step.name,
                     hint=f"did you mean '{close[0]}'?" if close else "a step output is written step/outDS",
@@ -172,6 +172,21 @@ def _type_text(declared: Any) -> str:
     return str(declared)
 
 
+def _value_kind(value: Any) -> str:
+    """A user's word for a YAML value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "a string"
+
+
 def _check_literal_types(step: Step, findings: Findings) -> None:
     if step.type not in ALLOWED_KEYS:
         return
@@ -181,8 +196,8 @@ def _check_literal_types(step: Step, findings: Findings) -> None:
             continue
         if not _type_matches(types[name], item.default):
             findings.error(
-                item.pos,
-                f"{name} must be {_type_text(types[name])}, not {type(item.default).__name__}",
+                item.where,
+                f"{name} must be {_type_text(types[name])}, not {_value_kind(item.default)}",
                 step=step.name,
             )
 
@@ -348,7 +363,7 @@ def read_inputs(wf: Workflow, inputs_path: str | None, findings: Findings) -> di
                 where = value_pos(doc, name, inputs_path or "")
                 findings.error(
                     where,
-                    f"input '{name}' must be {_type_text(spec.type)}, not {type(value).__name__}",
+                    f"input '{name}' must be {_type_text(spec.type)}, not {_value_kind(value)}",
                 )
             values[name] = value
         elif spec.has_default:

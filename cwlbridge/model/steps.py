@@ -122,7 +122,13 @@ class StepInput:
     source_is_list: bool
     default: Any
     has_default: bool
-    pos: SourcePos
+    pos: SourcePos  # the key
+    value_pos: SourcePos | None = None  # the default literal or the source
+
+    @property
+    def where(self) -> SourcePos:
+        """Where the value is written (falls back to the key)."""
+        return self.value_pos or self.pos
 
 
 @dataclass
