@@ -65,7 +65,8 @@ def test_other_formats_show_every_task(fmt: str) -> None:
 def test_worked_example_matches_pandas_verified_names() -> None:
     """The pchain reference's verified example: names, datasets, placeholders and links."""
     chain = ROOT / "workflows" / "simple" / "chain.cwl"
-    result = run_cli("plan", str(chain), str(chain.with_name("inputs.yaml")), "--outds", "user.jdoe.ana", "--format", "json")
+    inputs = str(chain.with_name("inputs.yaml"))
+    result = run_cli("plan", str(chain), inputs, "--outds", "user.jdoe.ana", "--format", "json")
     tasks = {t["step"]: t for t in json.loads(result.out)["tasks"]}
     assert tasks["skim"]["name"] == "user.jdoe.ana_000_skim"
     assert tasks["skim"]["output_datasets"] == [

@@ -12,12 +12,15 @@ from tests.cli_run import run_cli
 OUTDS = "user.jdoe.fix"
 
 
-def plan(tmp_path: Path, chain: str, inputs: str = "{}", files: dict[str, str] | None = None) -> tuple[int, dict, str]:
+def plan(
+    tmp_path: Path, chain: str, inputs: str = "{}", files: dict[str, str] | None = None
+) -> tuple[int, dict, str]:
     (tmp_path / "chain.cwl").write_text(chain)
     (tmp_path / "inputs.yaml").write_text(inputs)
     for name, text in (files or {}).items():
         (tmp_path / name).write_text(text)
-    result = run_cli("plan", str(tmp_path / "chain.cwl"), str(tmp_path / "inputs.yaml"), "--outds", OUTDS, "--format", "json")
+    chain_path, inputs_path = str(tmp_path / "chain.cwl"), str(tmp_path / "inputs.yaml")
+    result = run_cli("plan", chain_path, inputs_path, "--outds", OUTDS, "--format", "json")
     return result.code, (json.loads(result.out) if result.code == 0 else {}), result.err
 
 
@@ -293,7 +296,8 @@ steps:
 
 
 def test_suffix_outputs_and_wildcards_name_datasets_like_prun(tmp_path: Path) -> None:
-    chain = PRODUCERS.replace("--outputs a.root,extra.txt --nJobs 1", "--outputs hist:hist.root,log*.txt --nJobs 1") + """\
+    outputs = "--outputs hist:hist.root,log*.txt --nJobs 1"
+    chain = PRODUCERS.replace("--outputs a.root,extra.txt --nJobs 1", outputs) + """\
   c:
     run: prun
     in:

@@ -35,6 +35,8 @@ steps:
     out: [outDS]
 """
 
+B_RUN = "    run: prun\n    in:\n      opt_inDS: a/"
+
 # (id, chain text, inputs text, expected "line:col", expected message part, hint part or None)
 CASES = [
     ("unknown-key", GOOD_STEPS.replace("opt_args: {default: \"--outputs a.root\"}", "opt_arg: {default: \"x\"}"),
@@ -47,9 +49,9 @@ CASES = [
      "%{SECDS1} is unresolved in opt_exec", "this step has 0 secondary"),
     ("unknown-placeholder", GOOD_STEPS.replace("b.sh %IN", "b.sh %{nope}"), "raw: x", "19:27",
      "%{nope} is unresolved in opt_exec", None),
-    ("unknown-run", GOOD_STEPS.replace("    run: prun\n    in:\n      opt_inDS: a/", "    run: pruun\n    in:\n      opt_inDS: a/"),
+    ("unknown-run", GOOD_STEPS.replace(B_RUN, B_RUN.replace("prun", "pruun")),
      "raw: x", "16:10", "step 'b': unknown run type 'pruun'", "did you mean 'prun'?"),
-    ("missing-subworkflow", GOOD_STEPS.replace("    run: prun\n    in:\n      opt_inDS: a/", "    run: body.cwl\n    in:\n      opt_inDS: a/"),
+    ("missing-subworkflow", GOOD_STEPS.replace(B_RUN, B_RUN.replace("prun", "body.cwl")),
      "raw: x", "16:10", "sub-workflow file 'body.cwl' does not exist", None),
     ("unknown-source", GOOD_STEPS.replace("opt_inDS: a/outDS", "opt_inDS: c/outDS"), "raw: x", "18:17",
      "unknown source step 'c'", None),
@@ -88,9 +90,7 @@ CASES = [
 
 
 def _write(tmp_path: Path, chain: str, inputs: str | None) -> tuple[Path, Path | None]:
-    text = chain if chain.startswith(("cwlVersion", "-", "")) and not chain.startswith("inputs:") else chain
-    if chain.startswith("inputs:"):
-        text = HEAD + chain
+    text = HEAD + chain if chain.startswith("inputs:") else chain
     path = tmp_path / "chain.cwl"
     path.write_text(text)
     inputs_path = None

@@ -171,7 +171,8 @@ class ChainLoader:
         if not isinstance(doc, dict):
             findings.error(
                 SourcePos(path, 1, 1),
-                f"the top level is a {'list' if isinstance(doc, list) else 'plain value'}; expected a mapping with 'class: Workflow'",
+                f"the top level is a {'list' if isinstance(doc, list) else 'plain value'};"
+                " expected a mapping with 'class: Workflow'",
             )
             return None
         if "$graph" in doc:
