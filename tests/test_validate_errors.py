@@ -206,3 +206,22 @@ def test_plan_rejects_a_bad_outds(tmp_path: Path) -> None:
 def test_textwrap_dedent_is_not_needed() -> None:
     # Guard against an accidental indentation change in the shared chain text.
     assert textwrap.dedent(GOOD_STEPS) == GOOD_STEPS
+
+
+def test_schema_error_in_one_of_many_same_shaped_steps_is_found(tmp_path: Path) -> None:
+    """cwl-utils checks each distinct step shape once; a step that differs is still checked."""
+    lines = [HEAD.rstrip(), "inputs: {raw: string}", "outputs: {}", "steps:"]
+    for i in range(60):
+        source = "raw" if i == 0 else f"s{i - 1}/outDS"
+        extra = '      opt_exec: {default: "x"}'
+        if i == 50:
+            extra = "      opt_exec: {default: x, linkMerge: merge_sideways}"
+        lines += [f"  s{i}:", "    run: prun", "    in:", f"      opt_inDS: {source}", extra, "    out: [outDS]"]
+    path = tmp_path / "chain.cwl"
+    path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "inputs.yaml").write_text("raw: x\n")
+    result = run_cli("validate", str(path), str(tmp_path / "inputs.yaml"))
+    assert result.code == 1
+    line_of_s50 = 6 + 50 * 6 + 4  # steps start on line 6, six lines each; opt_exec is the fifth
+    errors = [x for x in result.err.splitlines() if ": error: " in x]
+    assert any(f"{path}:{line_of_s50}:" in x and "merge_nested" in x for x in errors), result.err

@@ -14,6 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml.comments import CommentedMap
+
 from cwlbridge.errors import InputFileError, SourcePos
 from cwlbridge.model.steps import (
     BUILTIN_TYPES,
@@ -214,6 +216,7 @@ class ChainLoader:
                     sources = found[0]
             workflow.outputs[name] = WorkflowOutput(name, sources, pos)
         steps = doc.get("steps")
+        seen_steps: set[str] = set()
         if steps is None:
             findings.error(node_pos(doc, path), "the workflow has no 'steps'")
         for name, value, pos in _as_entries(steps, path, "steps", findings):
@@ -221,8 +224,9 @@ class ChainLoader:
                 findings.error(pos, "a step must be a mapping with run, in and out", step=name)
                 continue
             step = self._step(name, value, pos, path)
-            if workflow.step(name) is not None:
+            if name in seen_steps:
                 findings.error(pos, "duplicate step name", step=name)
+            seen_steps.add(name)
             workflow.steps.append(step)
         return workflow
 
@@ -323,14 +327,19 @@ class ChainLoader:
         )
 
     def _schema_check(self, doc: dict[str, Any], path: str) -> None:
-        """Check the document against the CWL schema with cwl-utils (the loader PanDA uses)."""
+        """Check the document against the CWL schema with cwl-utils (the loader PanDA uses).
+
+        The schema judges each step by its structure (fields, value types, the
+        ``run`` target), never by its names or string contents, so steps of the
+        same shape are checked once, through the first of them; a 1000-step
+        chain of a few shapes costs what a small one does.
+        """
         from cwl_utils.parser import load_document_by_yaml
         from schema_salad.exceptions import ValidationException
 
         steps = doc.get("steps")
-        entries = list(steps.values()) if isinstance(steps, dict) else steps or []
         saved: list[tuple[dict[str, Any], Any]] = []
-        for entry in entries:
+        for entry in (steps.values() if isinstance(steps, dict) else steps or []):
             if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
                 continue
             run = entry["run"]
@@ -342,8 +351,18 @@ class ChainLoader:
                 # Problems with run: were reported above; point cwl-utils at a real tool.
                 saved.append((entry, run))
                 entry["run"] = tool_path(builtin or "prun").as_uri()
+        checked = doc
+        if isinstance(steps, dict) and len(steps) > 1:
+            checked = CommentedMap(doc)
+            source_lc: Any = getattr(doc, "lc", None)
+            if source_lc is not None:
+                checked.lc.line, checked.lc.col = source_lc.line, source_lc.col
+                for key in doc:
+                    if key in source_lc.data:
+                        checked.lc.add_kv_line_col(key, source_lc.data[key])
+            checked["steps"] = _one_step_per_shape(steps)
         try:
-            load_document_by_yaml(doc, Path(os.path.abspath(path)).as_uri())
+            load_document_by_yaml(checked, Path(os.path.abspath(path)).as_uri())
         except ValidationException as err:
             self._report_schema(err, path)
         except Exception as err:  # schema-salad raises many types on odd input
@@ -363,6 +382,45 @@ class ChainLoader:
                 continue
             seen.add((line, col, message))
             self.findings.error(SourcePos(path, int(line), int(col)), f"CWL: {message}")
+
+
+#: Keys whose literal value the CWL schema checks (enums, references, requirement classes).
+_LITERAL_KEYS = {"run", "scatterMethod", "linkMerge", "pickValue", "class", "requirements", "hints"}
+
+
+def _shape(value: Any, literal: bool = False) -> Any:
+    """A step's structure for the schema: field names and value types, not names or strings."""
+    if isinstance(value, dict):
+        items = tuple(sorted((str(k), _shape(v, literal or k in _LITERAL_KEYS)) for k, v in value.items()))
+        return ("map", items)
+    if isinstance(value, list):
+        return ("seq", tuple(_shape(v, literal) for v in value))
+    if literal:
+        return ("lit", repr(value))
+    return ("type", type(value).__name__)
+
+
+def _shape_with_anonymous_inputs(step: Any) -> Any:
+    if isinstance(step, dict) and isinstance(step.get("in"), dict):
+        rest = {k: v for k, v in step.items() if k != "in"}
+        return (_shape(rest), tuple(sorted(_shape(v) for v in step["in"].values())), len(step["in"]))
+    return _shape(step)
+
+
+def _one_step_per_shape(steps: Any) -> Any:
+    """The steps mapping with only the first step of each distinct shape, positions kept."""
+    kept = CommentedMap()
+    seen: set[Any] = set()
+    for name, step in steps.items():
+        shape = _shape_with_anonymous_inputs(step)
+        if shape in seen:
+            continue
+        seen.add(shape)
+        kept[name] = step
+        position = getattr(steps, "lc", None)
+        if position is not None and name in position.data:
+            kept.lc.add_kv_line_col(name, position.data[name])
+    return kept
 
 
 @cache

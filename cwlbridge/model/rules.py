@@ -52,11 +52,11 @@ def check_outds(outds: str) -> str | None:
 
 def check_workflow(wf: Workflow, findings: Findings, *, is_top: bool) -> None:
     """Every rule that needs no input values, for ``wf`` and its sub-workflows."""
-    names = {s.name for s in wf.steps}
+    steps = wf.step_map()
     uses = {"scatter": False, "sub": False, "multi": False}
     for step in wf.steps:
         _check_keys(step, findings)
-        _check_sources(wf, step, names, findings)
+        _check_sources(wf, step, steps, findings)
         _check_literal_types(step, findings)
         _check_when(step, findings)
         _check_scatter(step, findings)
@@ -70,7 +70,7 @@ def check_workflow(wf: Workflow, findings: Findings, *, is_top: bool) -> None:
     for output in wf.outputs.values():
         for source in output.sources:
             step_name, _, port = source.partition("/")
-            target = wf.step(step_name)
+            target = steps.get(step_name)
             if target is None or (port and port not in target.outputs):
                 findings.error(output.pos, f"output '{output.name}' refers to unknown '{source}'")
     _check_cycles(wf, findings)
@@ -102,14 +102,14 @@ def _check_keys(step: Step, findings: Findings) -> None:
             )
 
 
-def _check_sources(wf: Workflow, step: Step, names: set[str], findings: Findings) -> None:
+def _check_sources(wf: Workflow, step: Step, steps: dict[str, Step], findings: Findings) -> None:
     for name, item in step.inputs.items():
         for source in item.sources:
             if "/" in source:
                 step_name, _, port = source.partition("/")
-                target = wf.step(step_name)
+                target = steps.get(step_name)
                 if target is None:
-                    close = difflib.get_close_matches(step_name, sorted(names), n=1)
+                    close = difflib.get_close_matches(step_name, sorted(steps), n=1)
                     findings.error(
                         item.where,
                         f"input '{name}': unknown source step '{step_name}'",

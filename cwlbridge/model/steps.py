@@ -169,7 +169,15 @@ class Workflow:
     requirements: set[str] = field(default_factory=set)
 
     def step(self, name: str) -> Step | None:
+        """The first step called ``name`` (duplicates are reported by the loader)."""
         for step in self.steps:
             if step.name == name:
                 return step
         return None
+
+    def step_map(self) -> dict[str, Step]:
+        """Steps by name, first one winning, for lookups in loops over all steps."""
+        found: dict[str, Step] = {}
+        for step in self.steps:
+            found.setdefault(step.name, step)
+        return found

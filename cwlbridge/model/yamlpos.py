@@ -62,14 +62,16 @@ def _build(node: Node, path: str, depth: int = 0) -> Any:
         return _scalar(node)
     if isinstance(node, SequenceNode):
         seq = CommentedSeq()
-        seq.lc.line, seq.lc.col = node.start_mark.line, node.start_mark.column
+        lc = seq.lc
+        lc.line, lc.col = node.start_mark.line, node.start_mark.column
         for index, item in enumerate(node.value):
             seq.append(_build(item, path, depth + 1))
-            seq.lc.add_kv_line_col(index, [item.start_mark.line, item.start_mark.column])
+            lc.add_kv_line_col(index, [item.start_mark.line, item.start_mark.column])
         return seq
     if isinstance(node, MappingNode):
         mapping = CommentedMap()
-        mapping.lc.line, mapping.lc.col = node.start_mark.line, node.start_mark.column
+        lc = mapping.lc
+        lc.line, lc.col = node.start_mark.line, node.start_mark.column
         for key_node, value_node in node.value:
             key = _build(key_node, path, depth + 1)
             if isinstance(key, (list, dict)):
@@ -83,7 +85,7 @@ def _build(node: Node, path: str, depth: int = 0) -> Any:
                     pos=SourcePos(path, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
                 )
             mapping[key] = _build(value_node, path, depth + 1)
-            mapping.lc.add_kv_line_col(
+            lc.add_kv_line_col(
                 key,
                 [
                     key_node.start_mark.line,
