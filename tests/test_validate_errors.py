@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cwlbridge.model import yamlpos
 from tests.cli_run import run_cli
 
 HEAD = "cwlVersion: v1.0\nclass: Workflow\n"
@@ -163,7 +164,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "Traceback" not in result.text
 
 
-def test_binary_and_unreadable_files(tmp_path: Path) -> None:
+def test_binary_and_unreadable_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     garbage = tmp_path / "garbage.cwl"
     garbage.write_bytes(bytes(range(256)) * 4)
     result = run_cli("validate", str(garbage))
@@ -177,9 +178,14 @@ def test_binary_and_unreadable_files(tmp_path: Path) -> None:
     locked.write_text(HEAD)
     locked.chmod(0)
     if os.access(locked, os.R_OK):
-        pytest.skip("running as root: a mode-000 file is still readable, so this case cannot arise")
+        # Root reads a mode-000 file anyway, so make the open itself fail the way it would.
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(yamlpos, "open", refuse, raising=False)
     result = run_cli("validate", str(locked))
-    assert result.code == 1 and "permission denied" in result.err
+    assert result.code == 1 and f"{locked}: permission denied" in result.err
+    assert "Traceback" not in result.text
 
 
 def test_directory_as_chain_is_a_usage_error(tmp_path: Path) -> None:
