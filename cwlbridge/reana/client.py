@@ -8,7 +8,7 @@ Retry policy (shared/reference/reana.md §11):
 
 - idempotent calls (GETs, uploads, ``add_secrets`` with overwrite, deletes, stop)
   are retried with exponential backoff and jitter on connection errors, timeouts
-  and HTTP 429/502/503/504; a GET is also retried on HTTP 500, at most twice;
+  and HTTP 429/502/503/504; HTTP 500 is also retried, at most twice;
 - ``create_workflow`` is never retried blindly, because a duplicate becomes
   ``NAME.N+1``: after an ambiguous failure it looks the name up and adopts the
   ``created`` run that appeared since the call, otherwise it creates again;
@@ -511,7 +511,7 @@ class ReanaClient:
                 return response
             if status == 429 or (retry == "idempotent" and status in RETRY_STATUSES):
                 raise _RetryableStatus(response)
-            if retry == "idempotent" and status == 500 and method == "GET":
+            if retry == "idempotent" and status == 500:
                 server_errors += 1
                 if server_errors <= GET_500_RETRIES:
                     raise _RetryableStatus(response)
