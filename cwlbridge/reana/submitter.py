@@ -583,27 +583,20 @@ def _submit_remote(prepared: Prepared, options: SubmitOptions, client: ReanaClie
     if reusable is None:
         created = client.create_workflow(prepared.name, prepared.submission)
         wf_id, wf_name, status = created.id, created.name, "created"
-        write_state(
-            workdir,
-            prepared.name,
-            workflow_id=wf_id,
-            workflow_name=wf_name,
-            spec_digest=prepared.digest,
-            server=redact(client.server_url),
-            engine="remote",
-        )
-        say(f"created REANA workflow {wf_name} ({wf_id})")
     else:
         wf_id, wf_name, status = reusable
-        write_state(
-            workdir,
-            prepared.name,
-            workflow_id=wf_id,
-            workflow_name=wf_name,
-            spec_digest=prepared.digest,
-            server=redact(client.server_url),
-            engine="remote",
-        )
+    write_state(
+        workdir,
+        prepared.name,
+        workflow_id=wf_id,
+        workflow_name=wf_name,
+        spec_digest=prepared.digest,
+        server=redact(client.server_url),
+        engine="remote",
+    )
+    if reusable is None:
+        say(f"created REANA workflow {wf_name} ({wf_id})")
+    else:
         say(f"found REANA workflow {wf_name} ({wf_id}), {status}: continuing it")
     if status == "created":
         _upload_and_start(client, wf_id, wf_name, prepared, options, say)
