@@ -42,8 +42,6 @@ class PrunOptions:
     n_files: int | None = None
     n_gb_per_job: str | None = None
     secondary_dss: str = ""
-    exec_in_args: str | None = None
-    namespace: dict[str, Any] = field(default_factory=dict)
 
 
 class _Exit(Exception):
@@ -130,8 +128,6 @@ def _parse_cached(args_text: str) -> PrunOptions:
         n_files=_int_or_none(values.get("nFiles")),
         n_gb_per_job=str(values["nGBPerJob"]) if values.get("nGBPerJob") not in (None, "", -1) else None,
         secondary_dss=str(values.get("secondaryDSs") or ""),
-        exec_in_args=values.get("jobParams") or None,
-        namespace=values,
     )
 
 

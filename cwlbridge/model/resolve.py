@@ -100,14 +100,14 @@ class Resolver:
         """Resolve every step of ``wf``; returns each step's tail tasks by step name."""
         produced: dict[str, list[Task]] = {}
         for step in self.order(wf):
-            values = self.input_values(wf, step, env, produced)
+            values = self.input_values(step, env, produced)
             produced[step.name] = []
             for suffix, element in self.scatter_elements(step, values):
                 path = f"{ctx.path}{step.name}{suffix}"
                 if step.type == "workflow":
                     produced[step.name] += self.sub_workflow(step, element, path, ctx)
                 elif step.type != "unknown":
-                    task = self.leaf(step, element, path, ctx, wf)
+                    task = self.leaf(step, element, path, ctx)
                     if task is not None:
                         produced[step.name].append(task)
         return produced
@@ -134,15 +134,13 @@ class Resolver:
             remaining = rest
         return ordered
 
-    def input_values(
-        self, wf: Workflow, step: Step, env: dict[str, Any], produced: dict[str, list[Task]]
-    ) -> dict[str, Any]:
+    def input_values(self, step: Step, env: dict[str, Any], produced: dict[str, list[Task]]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, item in step.inputs.items():
             if not item.sources:
                 values[name] = item.default
                 continue
-            resolved = [self.source_value(wf, src, env, produced) for src in item.sources]
+            resolved = [self.source_value(src, env, produced) for src in item.sources]
             if item.source_is_list:
                 values[name] = _flatten(resolved)  # FIX: PanDA nests lists here
             else:
@@ -152,9 +150,7 @@ class Resolver:
         return values
 
     @staticmethod
-    def source_value(
-        wf: Workflow, source: str, env: dict[str, Any], produced: dict[str, list[Task]]
-    ) -> Any:
+    def source_value(source: str, env: dict[str, Any], produced: dict[str, list[Task]]) -> Any:
         if "/" in source:
             tasks = produced.get(source.split("/")[0], [])
             if not tasks:
@@ -275,7 +271,7 @@ class Resolver:
 
     # -- leaves -------------------------------------------------------------------------------
 
-    def leaf(self, step: Step, values: dict[str, Any], path: str, ctx: _Context, wf: Workflow) -> Task | None:
+    def leaf(self, step: Step, values: dict[str, Any], path: str, ctx: _Context) -> Task | None:
         task_id = self.serial
         self.serial += 1
         name = f"{self.outds}_{task_id:03d}_{step.name}" + (LOOP_SUFFIX if ctx.in_loop else "")

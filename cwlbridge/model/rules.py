@@ -50,7 +50,7 @@ def check_outds(outds: str) -> str | None:
 # -- static rules on the loaded model -----------------------------------------------------------
 
 
-def check_workflow(wf: Workflow, findings: Findings, *, is_top: bool) -> None:
+def check_workflow(wf: Workflow, findings: Findings) -> None:
     """Every rule that needs no input values, for ``wf`` and its sub-workflows."""
     steps = wf.step_map()
     uses = {"scatter": False, "sub": False, "multi": False}
@@ -66,7 +66,7 @@ def check_workflow(wf: Workflow, findings: Findings, *, is_top: bool) -> None:
         if step.loop:
             _check_loop(step, findings)
         if step.body is not None:
-            check_workflow(step.body, findings, is_top=False)
+            check_workflow(step.body, findings)
     for output in wf.outputs.values():
         for source in output.sources:
             step_name, _, port = source.partition("/")
@@ -396,7 +396,7 @@ def analyse(
     workflow = load_chain(chain_path, findings, schema_check=schema_check)
     if workflow is None:
         return Analysis(None, {}, None, findings)
-    check_workflow(workflow, findings, is_top=True)
+    check_workflow(workflow, findings)
     values = read_inputs(workflow, inputs_path, findings)
     plan = resolve(workflow, values, outds or VALIDATE_OUTDS, findings)
     plan.warnings = [f.text() for f in findings.warnings]

@@ -150,11 +150,6 @@ class Step:
     when_pos: SourcePos | None = None
     loop: bool = False
 
-    def value_of(self, key: str) -> Any:
-        """The literal default of input ``key`` (None if absent or sourced)."""
-        item = self.inputs.get(key)
-        return item.default if item is not None and item.has_default else None
-
 
 @dataclass
 class Workflow:
