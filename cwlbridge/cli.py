@@ -32,6 +32,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every command family registered."""
+    from cwlbridge.data import command as data_command
+    from cwlbridge.engine import command as engine_command
+    from cwlbridge.engine import run as run_command
     from cwlbridge.model import command as model_command
     from cwlbridge.reana import command as reana_command
 
@@ -41,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     model_command.register(subparsers)
     reana_command.register(subparsers)
+    data_command.register(subparsers)
+    run_command.register(subparsers)
+    engine_command.register(subparsers)
     return parser
 
 

@@ -314,8 +314,10 @@ class Resolver:
             for parent in self._ref_parents(step, values, ref):
                 parents.append(Parent(parent.name, "failed" if ref.negated else "processed"))
                 named.append(parent)
+            # Every element of the input, so that self.x[k] picks the k-th one at run time.
+            whole = Ref(ref.name)
             task.condition_inputs[ref.name] = [
-                [t.name for t in _task_refs(v)] for v in self._ref_values(step, values, ref)
+                [t.name for t in _task_refs(v)] for v in self._ref_values(step, values, whole)
             ]
         rendered = self._render(cond, step, values)
         # FIX: PanDA does not wait for parents the condition does not name; we do.

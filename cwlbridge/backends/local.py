@@ -1,0 +1,1023 @@
+"""The local backend: runs prun-type tasks as jobs on this machine, as PanDA would run them.
+
+A task is split into jobs the way prun and JEDI split it (``splitting``); each job attempt
+gets its own directory with a copy of the chain's sandbox and its inputs staged from the
+dataset store, runs ``opt_exec`` (placeholders filled in) through a shell, and on exit code
+0 its ``--outputs`` files go into the task's output datasets under PanDA-style names.
+
+Everything lives under the task attempt's ``TaskSpec.workdir``, which is also the handle::
+
+    task.json               what to run: the task, its outputs, and the jobs cut so far
+    inputs-closed           growing inputs are complete (``inputs_closed`` was called)
+    cancelled               the task was cancelled
+    000001.1/               job 1, attempt 1: a ``jobs.JobRunner`` job directory (job.json,
+                            stdout, stderr, exit_code), plus
+        work/               the job's working directory (sandbox copy, inputs, outputs)
+        failure             why the attempt failed when the exit code does not say it
+        outputs.json        the outputs were registered (the attempt is finished)
+
+(Directories are few and flat on purpose: creating a directory and its first file is the
+dearest file-system step of starting a job.)
+
+so a later cwlbridge process (a resumed run, or ``cwlbridge kill``) picks up where this one
+stopped: it adopts running jobs, starts those not started, and never reruns an attempt
+that has an exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cwlbridge.backends.base import Backend, JobInfo, Phase, TaskSpec, TaskStatus
+from cwlbridge.backends.jobs import JobRunner, JobState, job_mark, observe
+from cwlbridge.backends.splitting import (
+    InputFile,
+    JobSlice,
+    SplitError,
+    SplitRules,
+    chunk_events,
+    chunk_files,
+    job_command,
+    no_input_jobs,
+    secondary_files,
+    select_files,
+    split_rules,
+)
+from cwlbridge.data.datasets import DatasetStore, LocalStore, RucioStore
+from cwlbridge.errors import CwlbridgeError
+from cwlbridge.model.prunopts import OutputSpec, PrunOptionError, parse_prun_args
+
+Containers = Literal["never", "auto", "docker", "apptainer"]
+CONTAINER_CHOICES: tuple[str, ...] = ("never", "auto", "docker", "apptainer")
+
+#: pchain puts only files under 1 MB into the sandbox (``find . -type f -size -1024k``).
+SANDBOX_MAX_BYTES = 1023 * 1024
+TASK_FILE = "task.json"
+CLOSED_FILE = "inputs-closed"
+CANCELLED_FILE = "cancelled"
+FAILURE_FILE = "failure"
+OUTPUTS_FILE = "outputs.json"
+PAYLOAD_FILE = "payload.sh"
+_FORMAT = 1
+_UNSUPPORTED = {"phpo": "PanDA's HPO service", "gitlab": "PanDA's GitLab CI service"}
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One ``--outputs`` entry of a task: the file(s) a job leaves and where they go."""
+
+    pattern: str  # as written: a file name, a glob, or regex|…
+    dataset: str  # {task}_{type}/
+    file: str  # the name in the job directory after prun's renaming (a glob becomes XYZ….tgz)
+
+    @classmethod
+    def from_spec(cls, spec: OutputSpec, task_name: str) -> OutputFile:
+        name = spec.pattern
+        if "*" in name and not name.startswith("regex|"):
+            name = name.replace("*", "XYZ") + ".tgz"
+        return cls(pattern=spec.pattern, dataset=f"{task_name}_{spec.type}/", file=name)
+
+
+def output_file_name(prefix: str, number: int, serial: int, name: str) -> str:
+    """PanDA's name for a job's output file: ``user.jdoe.<number:08d>._<serial:06d>.<name>``."""
+    return f"{prefix}.{number:08d}._{serial:06d}.{name}"
+
+
+def lfn_prefix(task_name: str) -> str:
+    """prun's output file prefix: the first two fields of the output dataset name."""
+    fields = task_name.split(".")
+    return ".".join(fields[:2]) if len(fields) > 2 else task_name
+
+
+@dataclass
+class _Job:
+    index: int
+    command: str
+    inputs: list[InputFile]
+    secondary: dict[str, list[InputFile]]
+    phase: Phase = "pending"
+    attempts: int = 0
+    reuse_attempt: bool = False  # the last attempt directory was made but its job never started
+    exit_code: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    not_before: float = 0.0
+    bytes_out: int = 0
+    produced: dict[str, list[str]] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(f.size for f in self.inputs) + sum(f.size for fs in self.secondary.values() for f in fs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "command": self.command,
+            "inputs": [[f.dataset, f.name, f.size] for f in self.inputs],
+            "secondary": {k: [[f.dataset, f.name, f.size] for f in v] for k, v in self.secondary.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _Job:
+        return cls(
+            index=int(data["index"]),
+            command=str(data["command"]),
+            inputs=[InputFile(str(d), str(n), int(s)) for d, n, s in data["inputs"]],
+            secondary={
+                str(k): [InputFile(str(d), str(n), int(s)) for d, n, s in v] for k, v in data["secondary"].items()
+            },
+        )
+
+
+@dataclass
+class _DatasetSplit:
+    """How far the files of one input dataset have been cut into jobs."""
+
+    seen: set[str] = field(default_factory=set)
+    waiting: list[InputFile] = field(default_factory=list)  # accepted, not in a job yet
+    skipped: int = 0
+    accepted: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seen": sorted(self.seen),
+            "waiting": [[f.dataset, f.name, f.size] for f in self.waiting],
+            "skipped": self.skipped,
+            "accepted": self.accepted,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _DatasetSplit:
+        return cls(
+            seen=set(data["seen"]),
+            waiting=[InputFile(str(d), str(n), int(s)) for d, n, s in data["waiting"]],
+            skipped=int(data["skipped"]),
+            accepted=int(data["accepted"]),
+        )
+
+
+@dataclass
+class _TaskRun:
+    handle: str
+    workdir: Path
+    name: str
+    type: str
+    exec: str
+    args: str
+    container: str | None
+    in_ds: list[str]
+    growing: set[str]
+    outputs: list[OutputFile]
+    number: int
+    retries: int
+    sandbox: Path
+    env: dict[str, str]
+    key: str
+    jobs: list[_Job] = field(default_factory=list)
+    splits: dict[str, _DatasetSplit] = field(default_factory=dict)
+    closed: bool = True
+    cancelled: bool = False
+    message: str = ""  # a task-level failure (e.g. its inputs could not be split)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "key": self.key,
+            "name": self.name,
+            "type": self.type,
+            "exec": self.exec,
+            "args": self.args,
+            "container": self.container,
+            "in_ds": self.in_ds,
+            "growing": sorted(self.growing),
+            "outputs": [dataclasses.asdict(o) for o in self.outputs],
+            "number": self.number,
+            "retries": self.retries,
+            "sandbox": str(self.sandbox),
+            "env": self.env,
+            "jobs": [j.to_json() for j in self.jobs],
+            "splits": {k: v.to_json() for k, v in self.splits.items()},
+            "message": self.message,
+        }
+
+    def save(self) -> None:
+        _write_json(self.workdir / TASK_FILE, self.to_json())
+
+
+class LocalBackend(Backend):
+    """Runs prun, junction and plain reana tasks as jobs on this machine.
+
+    ``jobs`` limits the jobs running at once over all tasks; ``containers`` says whether a
+    task's ``opt_containerImage`` is honoured (``auto``: Apptainer, or Docker if its daemon
+    answers); ``retry_delay`` is the first backoff before a failed job's next attempt (it
+    doubles each time, up to ``max_retry_delay``).  ``say`` gets one-line notices.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        store: DatasetStore,
+        *,
+        jobs: int | None = None,
+        containers: str = "auto",
+        say: Callable[[str], None] = print,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
+        kill_grace: float = 2.0,
+    ) -> None:
+        if containers not in CONTAINER_CHOICES:
+            raise CwlbridgeError(f"--containers {containers!r} is not one of {', '.join(CONTAINER_CHOICES)}")
+        self.store = store
+        self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self.containers = containers
+        self.say = say
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.kill_grace = kill_grace
+        self._runner = JobRunner()
+        self._runs: dict[str, _TaskRun] = {}
+        self._running: dict[Path, tuple[_TaskRun, _Job]] = {}
+        self._queue: list[tuple[_TaskRun, _Job]] = []
+        self._sandboxes: dict[Path, _Sandbox] = {}
+        self._said: set[str] = set()
+        self._engine: tuple[str | None, str] | None = None
+        self._base_env = self._job_environment()
+
+    # -- the contract -------------------------------------------------------------------------
+
+    def submit(self, spec: TaskSpec) -> str:
+        workdir = Path(os.path.abspath(spec.workdir))
+        handle = str(workdir)
+        if handle in self._runs or (workdir / TASK_FILE).is_file():
+            if self._load(handle) is None:
+                raise CwlbridgeError(f"{workdir / TASK_FILE} is unreadable; cannot resume task {spec.task.name}")
+            self._pump()
+            return handle
+        run = self._plan(spec, workdir)
+        for output in run.outputs:
+            self.store.create(output.dataset)
+        workdir.mkdir(parents=True, exist_ok=True)
+        run.save()
+        self._adopt_run(run)
+        self._pump()
+        return handle
+
+    def poll(self, handles: Sequence[str]) -> dict[str, TaskStatus]:
+        self._pump()
+        statuses: dict[str, TaskStatus] = {}
+        for handle in handles:
+            run = self._load(handle)
+            if run is None:
+                statuses[handle] = TaskStatus("failed", message=f"no local task at {handle}")
+                continue
+            if run.growing and not run.closed and not run.cancelled:
+                self._extend(run)
+            statuses[handle] = self._status(run)
+        self._launch()
+        return statuses
+
+    def cancel(self, handle: str) -> None:
+        run = self._load(handle)
+        if run is None:
+            return
+        if not run.cancelled:
+            (run.workdir / CANCELLED_FILE).touch()
+            run.cancelled = True
+        self._queue = [(r, j) for r, j in self._queue if r is not run]
+        running = [j for j in run.jobs if j.phase == "running"]
+        attempts = [self._attempt_dir(run, j) for j in running]
+        try:
+            self._runner.kill_all(attempts, grace=self.kill_grace)
+        finally:
+            now = time.time()
+            for attempt in attempts:
+                self._running.pop(attempt, None)
+            for job in run.jobs:
+                if job.phase in ("pending", "running"):
+                    job.phase = "cancelled"
+                    job.ended = job.ended or now
+
+    def outputs(self, handle: str) -> list[str]:
+        run = self._load(handle)
+        if run is None:
+            return []
+        filled = {d for job in run.jobs for d, names in job.produced.items() if names}
+        finished = bool(run.jobs) and all(j.phase == "finished" for j in run.jobs) and run.closed
+        return [o.dataset for o in run.outputs if finished or o.dataset in filled]
+
+    def inputs_closed(self, handle: str) -> None:
+        run = self._load(handle)
+        if run is None or run.closed:
+            return
+        (run.workdir / CLOSED_FILE).touch()
+        run.closed = True
+        if not run.cancelled:
+            self._extend(run)
+            self._launch()
+
+    def wait(self, timeout: float) -> None:
+        self._pump()
+        if self._launchable_now():
+            return
+        now = time.time()
+        due = [j.not_before for _, j in self._queue if j.not_before > now]
+        if due and len(self._running) < self.jobs:
+            timeout = min(timeout, max(0.0, min(due) - now))
+        self._finish_ended(self._runner.wait(timeout))
+        self._launch()
+
+    def close(self) -> None:
+        self._runner.close()
+        self._running.clear()
+        self._queue.clear()
+        self._runs.clear()
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _plan(self, spec: TaskSpec, workdir: Path) -> _TaskRun:
+        task = spec.task
+        if task.type in _UNSUPPORTED:
+            raise CwlbridgeError(
+                f"the local backend cannot run {task.type} step {task.step!r} ({task.name}):"
+                f" it needs {_UNSUPPORTED[task.type]}",
+                hint="run this chain with pchain on PanDA",
+            )
+        if task.type not in ("prun", "junction", "reana"):
+            raise CwlbridgeError(f"the local backend cannot run step {task.step!r}: unknown type {task.type!r}")
+        if not task.exec:
+            raise CwlbridgeError(f"step {task.step!r} ({task.name}) has no opt_exec: nothing to run")
+        try:
+            options = parse_prun_args(task.args or "")
+            rules = split_rules(options.namespace)  # prun's own refusals, before anything is created
+        except PrunOptionError as err:
+            raise CwlbridgeError(f"step {task.step!r}: opt_args: prun rejects it: {err}") from None
+        except SplitError as err:
+            raise CwlbridgeError(f"step {task.step!r}: opt_args: {err.message}") from None
+        # A reana step gets no --inDS: its opt_inDS only filled %{DSn} (pchain.md §10).
+        in_ds = list(task.in_ds) if task.type != "reana" else []
+        secondary = {s.dataset for s in rules.secondaries}
+        if task.use_secrets:
+            self._say_once(
+                "secrets",
+                f"{task.name} asks for PanDA secrets (--useSecrets); local jobs run with your own environment",
+            )
+        run = _TaskRun(
+            handle=str(workdir),
+            workdir=workdir,
+            name=task.name,
+            type=task.type,
+            exec=task.exec,
+            args=task.args or "",
+            container=task.container or str(options.namespace.get("containerImage") or "") or None,
+            in_ds=in_ds,
+            growing=set(spec.growing) & (set(in_ds) | secondary),
+            outputs=[OutputFile.from_spec(o, task.name) for o in options.outputs],
+            number=spec.number,
+            retries=max(0, spec.retries),
+            sandbox=Path(os.path.abspath(spec.sandbox)),
+            env=dict(spec.env),
+            key=spec.key,
+        )
+        run.closed = not run.growing
+        run.splits = {d: _DatasetSplit() for d in in_ds}
+        self._cut(run)
+        return run
+
+    def _rules(self, run: _TaskRun) -> SplitRules:
+        rules = split_rules(parse_prun_args(run.args).namespace)
+        if rules.n_events_per_job is not None and rules.n_events_per_file is None and run.in_ds:
+            self._say_once(
+                "events-per-file",
+                f"{run.name}: --nEventsPerJob without --nEventsPerFile: the events per file are not known"
+                " here (PanDA reads them from Rucio), so each job gets one file",
+            )
+            rules = dataclasses.replace(rules, n_files_per_job=rules.n_files_per_job or 1, n_events_per_job=None)
+        return rules
+
+    def _cut(self, run: _TaskRun) -> int:
+        """Cut whatever input is ready into new jobs; returns how many were added."""
+        rules = self._rules(run)
+        if not run.closed and any(s.dataset in run.growing for s in rules.secondaries):
+            return 0  # a job's secondary files must all be there when it is cut
+        secondary_lists = {s.stream: self._list(s.dataset) for s in rules.secondaries}
+        slices: list[JobSlice] = []
+        next_index = len(run.jobs)
+        if run.type == "reana" or (not run.in_ds and run.type == "junction"):
+            if not run.jobs:
+                slices.append(JobSlice(0))
+        elif not run.in_ds:
+            if not run.jobs:
+                slices = [JobSlice(k, skip_events=s, max_events=m) for k, (s, m) in enumerate(no_input_jobs(rules))]
+        else:
+            for dataset in run.in_ds:
+                final = run.closed or dataset not in run.growing
+                split = run.splits.setdefault(dataset, _DatasetSplit())
+                self._accept(split, dataset, rules)
+                if run.type == "junction":
+                    continue
+                if rules.by_events:
+                    if not final:
+                        continue
+                    for chunk in chunk_events(split.waiting, rules):
+                        index = next_index + len(slices)
+                        slices.append(JobSlice(index, chunk.files, {}, chunk.skip_events, chunk.max_events))
+                    split.waiting = []
+                    continue
+                chunks = chunk_files(split.waiting, rules, final=final)
+                used = sum(len(c) for c in chunks)
+                split.waiting = split.waiting[used:]
+                slices += [JobSlice(next_index + len(slices) + i, c) for i, c in enumerate(chunks)]
+            if run.type == "junction" and run.closed and not run.jobs:
+                files = [f for d in run.in_ds for f in run.splits[d].waiting]
+                for split in run.splits.values():
+                    split.waiting = []
+                slices.append(JobSlice(0, files))
+        for piece in slices:
+            for stream in rules.secondaries:
+                piece.secondary[stream.stream] = secondary_files(stream, secondary_lists[stream.stream], piece.index)
+            run.jobs.append(
+                _Job(
+                    index=piece.index,
+                    command=job_command(
+                        run.exec,
+                        piece,
+                        core_number=os.environ.get("ATHENA_CORE_NUMBER", "1"),
+                        proc_number=os.environ.get("ATHENA_PROC_NUMBER", "1"),
+                    ),
+                    inputs=piece.inputs,
+                    secondary=piece.secondary,
+                )
+            )
+        return len(slices)
+
+    def _accept(self, split: _DatasetSplit, dataset: str, rules: SplitRules) -> None:
+        """Take the dataset's new files into ``split.waiting`` (filters, skip and limit applied)."""
+        listing = self._list(dataset)
+        new = [InputFile(dataset, f.name, f.size) for f in listing if f.name not in split.seen]
+        split.seen.update(f.name for f in new)
+        kept = select_files(new, dataclasses.replace(rules, n_skip_files=0, n_files=None))
+        skip = max(0, rules.n_skip_files - split.skipped)
+        split.skipped += min(skip, len(kept))
+        kept = kept[skip:]
+        if rules.n_files is not None:
+            kept = kept[: max(0, rules.n_files - split.accepted)]
+        split.accepted += len(kept)
+        split.waiting += kept
+
+    def _list(self, dataset: str) -> list[InputFile]:
+        return [InputFile(dataset, f.name, f.size) for f in self.store.list(dataset)]
+
+    def _extend(self, run: _TaskRun) -> None:
+        try:
+            added = self._cut(run)
+        except CwlbridgeError as err:
+            # The input is unreadable (e.g. its dataset was deleted): nothing more can start.
+            run.message = f"cannot read the input of {run.name}: {err.message}"
+            run.closed = True
+            self._queue = [(r, j) for r, j in self._queue if r is not run]
+            for job in run.jobs:
+                if job.phase == "pending":
+                    job.phase, job.message = "failed", run.message
+            added = 0
+        if added or run.message:
+            run.save()
+            for job in run.jobs[len(run.jobs) - added :]:
+                self._queue.append((run, job))
+
+    # -- loading and adopting -----------------------------------------------------------------
+
+    def _load(self, handle: str) -> _TaskRun | None:
+        run = self._runs.get(handle)
+        if run is not None:
+            return run
+        workdir = Path(handle)
+        try:
+            data = json.loads((workdir / TASK_FILE).read_text(encoding="utf-8"))
+            run = _TaskRun(
+                handle=handle,
+                workdir=workdir,
+                name=str(data["name"]),
+                type=str(data["type"]),
+                exec=str(data["exec"]),
+                args=str(data["args"]),
+                container=data.get("container") or None,
+                in_ds=list(data["in_ds"]),
+                growing=set(data["growing"]),
+                outputs=[OutputFile(**o) for o in data["outputs"]],
+                number=int(data["number"]),
+                retries=int(data["retries"]),
+                sandbox=Path(data["sandbox"]),
+                env={str(k): str(v) for k, v in data["env"].items()},
+                key=str(data["key"]),
+                jobs=[_Job.from_json(j) for j in data["jobs"]],
+                splits={k: _DatasetSplit.from_json(v) for k, v in data["splits"].items()},
+                message=str(data.get("message") or ""),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        run.closed = not run.growing or (workdir / CLOSED_FILE).exists()
+        run.cancelled = (workdir / CANCELLED_FILE).exists()
+        self._adopt_run(run)
+        return run
+
+    def _adopt_run(self, run: _TaskRun) -> None:
+        """Take a task into this backend: find each job's state on disk and queue or watch it."""
+        self._runs[run.handle] = run
+        attempts: dict[int, int] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.listdir(run.workdir):
+                serial, dot, number = entry.partition(".")
+                if dot and serial.isdigit() and number.isdigit():
+                    index = int(serial) - 1
+                    attempts[index] = max(attempts.get(index, 0), int(number))
+        for job in run.jobs:
+            self._restore(run, job, attempts)
+
+    def _restore(self, run: _TaskRun, job: _Job, attempts: Mapping[int, int]) -> None:
+        job.attempts = attempts.get(job.index, 0)
+        if job.attempts == 0:
+            if run.cancelled:
+                job.phase = "cancelled"
+            else:
+                self._queue.append((run, job))
+            return
+        attempt = self._attempt_dir(run, job)
+        state = observe(attempt)
+        job.started = state.started
+        if state.state == "absent" and not (attempt / FAILURE_FILE).exists():
+            if run.cancelled:
+                job.phase = "cancelled"
+            else:
+                job.reuse_attempt = True
+                self._queue.append((run, job))
+            return
+        if state.state == "running" and state.record is not None:
+            if run.cancelled:
+                with contextlib.suppress(CwlbridgeError):
+                    self._runner.kill(attempt, grace=0)
+                job.phase = "cancelled"
+                return
+            if self._runner.adopt(attempt, state.record):
+                job.phase = "running"
+                self._running[attempt] = (run, job)
+                return
+            state = observe(attempt)
+        self._attempt_ended(run, job, state)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        self._finish_ended(self._runner.wait(0))
+        self._launch()
+
+    def _finish_ended(self, ended: Sequence[Path]) -> None:
+        for attempt in ended:
+            entry = self._running.pop(attempt, None)
+            if entry is not None:
+                self._attempt_ended(entry[0], entry[1], observe(attempt))
+
+    def _launchable_now(self) -> bool:
+        if len(self._running) >= self.jobs:
+            return False
+        now = time.time()
+        return any(j.not_before <= now for _, j in self._queue)
+
+    def _launch(self) -> None:
+        if not self._queue or len(self._running) >= self.jobs:
+            return
+        now = time.time()
+        waiting: list[tuple[_TaskRun, _Job]] = []
+        for position, (run, job) in enumerate(self._queue):
+            if len(self._running) >= self.jobs:
+                waiting += self._queue[position:]
+                break
+            if run.cancelled or job.phase != "pending":
+                continue
+            if job.not_before > now:
+                waiting.append((run, job))
+                continue
+            self._start(run, job)
+        self._queue = waiting
+
+    def _attempt_dir(self, run: _TaskRun, job: _Job) -> Path:
+        return run.workdir / f"{job.index + 1:06d}.{job.attempts}"
+
+    def _start(self, run: _TaskRun, job: _Job) -> None:
+        if (run.workdir / CANCELLED_FILE).exists():  # cancelled by another process (cwlbridge kill)
+            run.cancelled = True
+            job.phase = "cancelled"
+            return
+        if not job.reuse_attempt:
+            job.attempts += 1
+        job.reuse_attempt = False
+        attempt = self._attempt_dir(run, job)
+        work = attempt / "work"
+        job.started, job.ended, job.exit_code = time.time(), None, None
+        try:
+            for directory in (attempt, work):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(directory)
+            sandbox = self._sandbox(run.sandbox)
+            sandbox.copy_into(work)
+            self._stage(job, work, sandbox)
+            self._write_input_lists(run, job, work)
+            command, container = self._command(run, job, attempt, work)
+            # runGen makes the first word executable; only a sandbox copy may be changed.
+            first = os.path.normpath(job.command.split(maxsplit=1)[0]) if job.command.strip() else ""
+            if first in sandbox.files:
+                _make_executable(work / first)
+            env = dict(self._base_env)
+            env.update(run.env)
+            self._runner.launch(attempt, command, cwd=work, env=env, container=container)
+        except (CwlbridgeError, OSError) as err:
+            message = err.message if isinstance(err, CwlbridgeError) else f"{err.strerror or err}: {err.filename}"
+            with contextlib.suppress(OSError):
+                attempt.mkdir(parents=True, exist_ok=True)
+                (attempt / FAILURE_FILE).write_text(f"could not start: {message}\n", encoding="utf-8")
+            self._attempt_ended(run, job, JobState("absent"))
+            return
+        job.phase = "running"
+        self._running[attempt] = (run, job)
+
+    def _stage(self, job: _Job, work: Path, sandbox: _Sandbox) -> None:
+        by_dataset: dict[str, list[str]] = {}
+        for f in job.inputs + [f for fs in job.secondary.values() for f in fs]:
+            names = by_dataset.setdefault(f.dataset, [])
+            if f.name not in names:
+                names.append(f.name)
+        for dataset, names in by_dataset.items():
+            for name in names:
+                if name in sandbox.files:  # an input replaces the sandbox file of the same name
+                    (work / name).unlink()
+            self.store.fetch(dataset, work, names)
+
+    def _write_input_lists(self, run: _TaskRun, job: _Job, work: Path) -> None:
+        """prun's --writeInputToTxt STREAM:FILE: the stream's file names, comma-joined, in FILE."""
+        wanted = str(parse_prun_args(run.args).namespace.get("writeInputToTxt") or "")
+        streams = {"IN": job.inputs, **job.secondary}
+        for item in wanted.split(","):
+            stream, colon, filename = item.partition(":")
+            if colon and streams.get(stream) and filename:
+                (work / filename).write_text(",".join(f.name for f in streams[stream]), encoding="utf-8")
+
+    def _attempt_ended(self, run: _TaskRun, job: _Job, state: JobState) -> None:
+        attempt = self._attempt_dir(run, job)
+        job.exit_code = state.exit_code
+        job.ended = state.ended or time.time()
+        if state.started is not None:
+            job.started = state.started
+        if (attempt / OUTPUTS_FILE).exists():
+            self._read_outputs(job, attempt)
+            return
+        if run.cancelled or (run.workdir / CANCELLED_FILE).exists():
+            run.cancelled = True
+            job.phase = "cancelled"
+            return
+        failure = _read_text(attempt / FAILURE_FILE)
+        if failure is None and state.state == "done" and state.exit_code == 0:
+            try:
+                self._register_outputs(run, job, attempt)
+                return
+            except _MissingOutput as missing:
+                failure = str(missing)
+                with contextlib.suppress(OSError):
+                    (attempt / FAILURE_FILE).write_text(failure + "\n", encoding="utf-8")
+            except CwlbridgeError as err:
+                failure = f"its outputs could not be stored: {err.message}"
+        if failure is None:
+            if state.state == "lost":
+                failure = "its process ended without an exit code (killed, or the machine stopped)"
+            else:
+                failure = f"exit code {state.exit_code}"
+        job.message = failure.strip()
+        if job.attempts <= run.retries:
+            job.phase = "pending"
+            delay = min(self.max_retry_delay, self.retry_delay * 2 ** (job.attempts - 1))
+            job.not_before = job.ended + delay
+            self._queue.append((run, job))
+        else:
+            job.phase = "failed"
+
+    def _register_outputs(self, run: _TaskRun, job: _Job, attempt: Path) -> None:
+        work = attempt / "work"
+        prefix = lfn_prefix(run.name)
+        pairs: dict[str, list[tuple[str, Path]]] = {}
+        for output in run.outputs:
+            files = _output_files(output, work)
+            pairs[output.dataset] = [
+                (output_file_name(prefix, run.number, job.index + 1, path.name), path) for path in files
+            ]
+        produced: dict[str, list[str]] = {}
+        total = 0
+        for dataset, items in pairs.items():
+            stored = self.store.add(dataset, items)
+            produced[dataset] = [s.name for s in stored]
+            total += sum(s.size for s in stored)
+        _write_json(attempt / OUTPUTS_FILE, {"datasets": produced, "bytes": total})
+        job.produced, job.bytes_out, job.phase, job.message = produced, total, "finished", ""
+
+    def _read_outputs(self, job: _Job, attempt: Path) -> None:
+        try:
+            data = json.loads((attempt / OUTPUTS_FILE).read_text(encoding="utf-8"))
+            job.produced = {str(k): [str(n) for n in v] for k, v in data["datasets"].items()}
+            job.bytes_out = int(data["bytes"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            job.produced, job.bytes_out = {}, 0
+        job.phase, job.message = "finished", ""
+
+    # -- status -------------------------------------------------------------------------------
+
+    def _status(self, run: _TaskRun) -> TaskStatus:
+        jobs = [
+            JobInfo(
+                index=j.index,
+                phase=j.phase,
+                attempts=j.attempts,
+                exit_code=j.exit_code,
+                started=j.started,
+                ended=j.ended if j.phase in ("finished", "failed", "cancelled") else None,
+                bytes_in=j.bytes_in if j.attempts else 0,
+                bytes_out=j.bytes_out,
+            )
+            for j in run.jobs
+        ]
+        produced = (
+            any(j.phase == "finished" for j in run.jobs)
+            if not run.outputs
+            else any(names for j in run.jobs for names in j.produced.values())
+        )
+        if run.cancelled:
+            return TaskStatus("cancelled", jobs, produced, "cancelled")
+        phases = [j.phase for j in run.jobs]
+        if "running" in phases:
+            return TaskStatus("running", jobs, produced)
+        if "pending" in phases or (not run.closed and not run.message):
+            started = any(j.attempts for j in run.jobs)
+            waiting_for = sorted(run.growing) if not run.closed else []
+            message = f"waiting for more input in {', '.join(waiting_for)}" if waiting_for else ""
+            return TaskStatus("running" if started else "pending", jobs, produced, message)
+        if run.message:
+            return TaskStatus("failed", jobs, produced, run.message)
+        if not run.jobs:
+            where = ", ".join(run.in_ds) or "its input"
+            return TaskStatus("failed", jobs, produced, f"no input files in {where}")
+        failed = [j for j in run.jobs if j.phase == "failed"]
+        if failed:
+            first = failed[0]
+            after = f" after {first.attempts} attempts" if first.attempts > 1 else ""
+            message = (
+                f"{len(failed)} of {len(run.jobs)} job(s) failed; job {first.index + 1}:"
+                f" {first.message or 'failed'}{after} (logs: {self._attempt_dir(run, first)})"
+            )
+            return TaskStatus("failed", jobs, produced, message)
+        return TaskStatus("finished", jobs, produced)
+
+    # -- environment, sandbox and containers ----------------------------------------------------
+
+    def _job_environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        store = store_spec(self.store)
+        if store is not None:
+            env["CWLBRIDGE_STORE"] = store
+        # runGen puts the job directory first on PATH (so `skim.sh %IN` finds the sandbox's
+        # script); cwlbridge's own directory follows, so `cwlbridge reana job` works in a job.
+        bindir = os.path.dirname(os.path.abspath(sys.executable))
+        entries = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != "."]
+        if bindir not in entries:
+            entries.insert(0, bindir)
+        env["PATH"] = os.pathsep.join([".", *entries])
+        return env
+
+    def _sandbox(self, directory: Path) -> _Sandbox:
+        sandbox = self._sandboxes.get(directory)
+        if sandbox is None:
+            sandbox = _Sandbox.scan(directory)
+            self._sandboxes[directory] = sandbox
+            if sandbox.too_big:
+                shown = ", ".join(sandbox.too_big[:3]) + (" …" if len(sandbox.too_big) > 3 else "")
+                self.say(
+                    f"sandbox {directory}: {len(sandbox.too_big)} file(s) of 1 MB or more are not copied into"
+                    f" jobs, as pchain would not upload them: {shown}"
+                )
+        return sandbox
+
+    def _command(self, run: _TaskRun, job: _Job, attempt: Path, work: Path) -> tuple[str, str | None]:
+        """The shell text the job runs, and the container name a kill must stop (if any)."""
+        if not run.container:
+            return job.command, None
+        engine, reason = self._container_engine()
+        image = run.container
+        if engine == "docker" and image.startswith("/"):
+            engine, reason = None, f"docker cannot run the image directory {image}"
+        if engine is None:
+            self._say_once("container", f"container {image} requested; running on the host: {reason}")
+            return job.command, None
+        (attempt / PAYLOAD_FILE).write_text(job.command + "\n", encoding="utf-8")
+        name = f"cwlbridge-{job_mark(attempt)}" if engine == "docker" else None
+        env_names = sorted({*run.env, "CWLBRIDGE_STORE", "CWLBRIDGE_JOB_MARK"})
+        argv = container_command(engine, image, attempt=attempt, work=work, env_names=env_names, name=name)
+        return "exec " + shlex.join(argv), name
+
+    def _container_engine(self) -> tuple[str | None, str]:
+        if self._engine is None:
+            self._engine = find_container_engine(self.containers)
+        return self._engine
+
+    def _say_once(self, key: str, message: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.say(message)
+
+
+class _MissingOutput(Exception):
+    pass
+
+
+def _output_files(output: OutputFile, work: Path) -> list[Path]:
+    """The files one ``--outputs`` entry names in a finished job's directory (globs tarred)."""
+    pattern = output.pattern
+    if pattern.startswith("regex|"):
+        regex = re.compile(pattern[len("regex|") :])
+        found = sorted(p for p in work.iterdir() if p.is_file() and regex.fullmatch(p.name))
+        if not found:
+            raise _MissingOutput(f"no output matches {pattern}")
+        return found
+    if "*" in pattern:
+        target = work / output.file
+        if not target.is_file():
+            members = sorted(glob.glob(pattern, root_dir=work))
+            if not members:
+                raise _MissingOutput(f"expected output {pattern} is missing (nothing matches)")
+            tmp = work / f".{output.file}.tmp"
+            with tarfile.open(tmp, "w:gz") as archive:
+                for member in members:
+                    archive.add(work / member, arcname=member)
+            os.replace(tmp, target)
+        return [target]
+    path = work / pattern
+    if not path.is_file():
+        raise _MissingOutput(f"expected output {pattern} is missing")
+    return [path]
+
+
+@dataclass
+class _Sandbox:
+    """The files of a chain's directory that go into every job, listed once."""
+
+    root: Path
+    files: dict[str, int]  # relative path -> mode
+    dirs: list[str]
+    too_big: list[str]
+
+    @classmethod
+    def scan(cls, root: Path) -> _Sandbox:
+        files: dict[str, int] = {}
+        dirs: list[str] = []
+        too_big: list[str] = []
+        for current, subdirs, names in os.walk(root):
+            # Hidden entries (.git, .cwlbridge with runs and the local store, .env) stay out.
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            rel_dir = os.path.relpath(current, root)
+            for d in subdirs:
+                dirs.append(os.path.normpath(os.path.join(rel_dir, d)))
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue
+                path = os.path.join(current, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                if st.st_size > SANDBOX_MAX_BYTES:
+                    too_big.append(rel)
+                    continue
+                files[rel] = st.st_mode & 0o777
+        return cls(root, files, dirs, too_big)
+
+    def copy_into(self, work: Path) -> None:
+        for d in self.dirs:
+            os.makedirs(work / d, exist_ok=True)
+        for rel, mode in self.files.items():
+            source = self.root / rel
+            target = work / rel
+            try:
+                shutil.copyfile(source, target)
+            except FileNotFoundError:
+                continue  # removed from the chain's directory since it was listed
+            os.chmod(target, mode | 0o200)
+
+
+def _make_executable(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        mode = path.stat().st_mode
+        os.chmod(path, mode | ((mode & 0o444) >> 2))
+
+
+def container_command(
+    engine: str,
+    image: str,
+    *,
+    attempt: Path,
+    work: Path,
+    env_names: Sequence[str],
+    name: str | None = None,
+) -> list[str]:
+    """The command line that runs a job's ``payload.sh`` inside ``image`` with ``engine``.
+
+    The attempt directory is bound at the same path, the job works in ``work``, and the
+    environment variables ``env_names`` are passed by name (values never on the command line).
+    Docker runs as the calling user so outputs stay the user's; Apptainer does that itself.
+    """
+    payload = str(attempt / PAYLOAD_FILE)
+    if engine == "docker":
+        reference = image[len("docker://") :] if image.startswith("docker://") else image
+        argv = ["docker", "run", "--rm", "--init"]
+        if name:
+            argv += ["--name", name]
+        argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{attempt}:{attempt}", "-w", str(work)]
+        for env_name in env_names:
+            argv += ["-e", env_name]
+        return argv + [reference, "/bin/sh", payload]
+    if engine == "apptainer":
+        reference = image if re.match(r"^[a-z]+://", image) or image.startswith("/") else f"docker://{image}"
+        tool = "apptainer" if shutil.which("apptainer") or not shutil.which("singularity") else "singularity"
+        return [tool, "exec", "--bind", str(attempt), "--pwd", str(work), reference, "/bin/sh", payload]
+    raise ValueError(f"unknown container engine {engine!r}")
+
+
+def find_container_engine(containers: str) -> tuple[str | None, str]:
+    """(engine or None, why none) for a ``--containers`` choice on this machine."""
+    if containers == "never":
+        return None, "--containers never"
+    apptainer = shutil.which("apptainer") or shutil.which("singularity")
+    docker = shutil.which("docker")
+    if containers == "apptainer":
+        return ("apptainer", "") if apptainer else (None, "neither apptainer nor singularity is installed")
+    if containers == "docker":
+        return ("docker", "") if docker else (None, "docker is not installed")
+    if apptainer:
+        return "apptainer", ""
+    if docker:
+        problem = _docker_problem(docker)
+        return (None, problem) if problem else ("docker", "")
+    return None, "neither docker nor apptainer is installed"
+
+
+def _docker_problem(docker: str) -> str | None:
+    try:
+        result = subprocess.run(
+            [docker, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"docker does not answer ({exc})"
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        return "docker cannot reach its daemon" + (f" ({lines[-1]})" if lines else "")
+    return None
+
+
+def store_spec(store: DatasetStore) -> str | None:
+    """What ``CWLBRIDGE_STORE`` must say for ``open_store`` in a job to open ``store``."""
+    if isinstance(store, LocalStore):
+        return str(store.root)
+    if isinstance(store, RucioStore):
+        return f"rucio:{store.rse}"
+    return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)

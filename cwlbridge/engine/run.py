@@ -1,0 +1,514 @@
+"""``cwlbridge run``, ``resume``, ``retry`` and ``kill``: the commands that move a run."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cwlbridge.errors import EXIT_FAILURE, EXIT_OK, CwlbridgeError, UsageError
+
+#: Step types the backends here cannot run (they need PanDA's services).
+GRID_ONLY_TYPES = {"phpo": "a PanDA HPO service", "gitlab": "a GitLab CI server reached by PanDA"}
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run``, ``resume``, ``retry`` and ``kill``."""
+    run = subparsers.add_parser(
+        "run",
+        help="run a chain: here (default) with REANA steps sent to REANA",
+        description="Run a pchain chain. Grid steps run on this machine (the local backend);"
+        " a `run: reana` step whose opt_exec is `cwlbridge reana job …` goes to the REANA"
+        " submitter (REANA_SERVER_URL, or REANA's local engine when unset). State lives in"
+        " .cwlbridge/runs/RUN_ID/; see `cwlbridge status`. Exit 0 when every task that should"
+        " run finished, 1 otherwise.",
+    )
+    run.add_argument("chain", metavar="CHAIN.cwl")
+    run.add_argument("inputs", metavar="INPUTS.yaml")
+    run.add_argument("--outds", help="the pchain --outDS (default user.<nick>.<chain name>)")
+    run.add_argument(
+        "--backend",
+        choices=("auto", "local"),
+        default="auto",
+        help="auto: REANA steps to the reana backend, the rest local; local: everything here",
+    )
+    _add_run_options(run)
+    run.set_defaults(handler=run_run)
+
+    resume = subparsers.add_parser("resume", help="continue a run that stopped (crash, Ctrl-C, kill)")
+    resume.add_argument("run", metavar="RUN", help="run id (or a unique prefix); see `cwlbridge runs`")
+    _add_run_options(resume, defaults=False)
+    resume.set_defaults(handler=run_resume)
+
+    retry = subparsers.add_parser("retry", help="run failed or cancelled tasks of a run again")
+    retry.add_argument("run", metavar="RUN")
+    retry.add_argument("--task", action="append", default=[], help="only this task (name, short name or step)")
+    _add_run_options(retry, defaults=False)
+    retry.set_defaults(handler=run_retry)
+
+    kill = subparsers.add_parser("kill", help="stop a run: cancel its running tasks and record it")
+    kill.add_argument("run", metavar="RUN")
+    kill.add_argument("--base", default=".", help="directory holding .cwlbridge/runs (default .)")
+    kill.set_defaults(handler=run_kill)
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    def default(value: Any) -> Any:
+        return value if defaults else None
+
+    parser.add_argument("--base", default=".", help="directory holding .cwlbridge/runs (default .)")
+    parser.add_argument("--store", default=default(None), help="dataset store: local (default), a path, rucio:RSE")
+    parser.add_argument("--jobs", type=_positive, default=default(os.cpu_count() or 2), help="jobs at once")
+    parser.add_argument("--max-tasks", type=_natural, default=default(0), help="tasks in flight (0: no limit)")
+    parser.add_argument("--retries", type=_natural, default=default(0), help="extra attempts per failed job")
+    parser.add_argument(
+        "--max-iterations", type=_positive, default=default(10), help="loop guard (default 10)"
+    )
+    parser.add_argument(
+        "--containers",
+        choices=("never", "auto", "docker", "apptainer"),
+        default=default("never"),
+        help="run opt_containerImage steps in a container (default never: on the host)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+
+
+def _positive(text: str) -> int:
+    value = _natural(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+# --------------------------------------------------------------------------- settings
+
+
+RUN_OPTIONS = ("store", "jobs", "max_tasks", "retries", "max_iterations", "containers", "backend")
+
+
+@dataclass
+class Settings:
+    """The options a run was started with; resume/retry reuse them unless overridden."""
+
+    store: str | None
+    jobs: int
+    max_tasks: int
+    retries: int
+    max_iterations: int
+    containers: str
+    backend: str
+
+    @classmethod
+    def merge(cls, saved: dict[str, Any], args: argparse.Namespace) -> Settings:
+        values = {k: saved.get(k) for k in RUN_OPTIONS}
+        for key in RUN_OPTIONS:
+            given = getattr(args, key, None)
+            if given is not None:
+                values[key] = given
+        return cls(
+            store=values["store"],
+            jobs=int(values["jobs"] or os.cpu_count() or 2),
+            max_tasks=int(values["max_tasks"] or 0),
+            retries=int(values["retries"] or 0),
+            max_iterations=int(values["max_iterations"] or 10),
+            containers=str(values["containers"] or "never"),
+            backend=str(values["backend"] or "auto"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in RUN_OPTIONS}
+
+
+def default_outds(chain: Path, environ: dict[str, str]) -> str:
+    """``user.<nick>.<chain name>``: nick from RUCIO_ACCOUNT, else the login name."""
+    nick = environ.get("RUCIO_ACCOUNT") or environ.get("USER") or getpass.getuser()
+    stem = chain.parent.name if chain.stem in ("chain", "main", "workflow") else chain.stem
+    label = re.sub(r"[^A-Za-z0-9_-]", "_", stem) or "chain"
+    return f"user.{re.sub(r'[^A-Za-z0-9_-]', '', nick) or 'nobody'}.{label}"
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
+    """Analyse the chain; raise with every error listed when it is not runnable."""
+    from cwlbridge.model.rules import analyse, check_outds
+
+    for path, what in ((chain, "chain file"), (inputs, "inputs file")):
+        if not path.exists():
+            raise UsageError(f"{what} '{path}' does not exist")
+        if path.is_dir():
+            raise UsageError(f"{what} '{path}' is a directory, not a file")
+    problem = check_outds(outds)
+    if problem:
+        raise UsageError(problem)
+    analysis = analyse(str(chain), str(inputs), outds)
+    if analysis.findings.errors or analysis.plan is None:
+        lines = [f.text() for f in analysis.findings.errors]
+        raise CwlbridgeError(
+            f"{chain}: {len(analysis.findings.errors)} error(s); nothing was run\n" + "\n".join(lines),
+            hint=f"see `cwlbridge validate {chain} {inputs}`",
+        )
+    for task in analysis.plan.tasks:
+        if task.type in GRID_ONLY_TYPES:
+            raise CwlbridgeError(
+                f"step '{task.step}' is a `run: {task.type}` step; it needs {GRID_ONLY_TYPES[task.type]}"
+                " and cannot run on this machine; nothing was run",
+                hint="plan it with `cwlbridge plan`, or run it with pchain on PanDA",
+            )
+    return analysis.plan
+
+
+def is_submitter_command(command: str | None) -> bool:
+    """True for an opt_exec that is ``cwlbridge reana job …`` (the REANA submitter)."""
+    if not command:
+        return False
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    return len(words) >= 3 and Path(words[0]).name == "cwlbridge" and words[1:3] == ["reana", "job"]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _open_backends(settings: Settings, store: Any, say: Any) -> dict[str, Any]:
+    from cwlbridge.backends.local import LocalBackend
+    from cwlbridge.backends.reana import ReanaBackend
+
+    local = LocalBackend(store, jobs=settings.jobs, containers=settings.containers, say=say)
+    return {"local": local, "reana": ReanaBackend(store, runner=local, say=say)}
+
+
+def _chooser(settings: Settings) -> Any:
+    def choose(task: Any) -> str:
+        if settings.backend != "local" and task.type == "reana" and is_submitter_command(task.exec):
+            return "reana"
+        return "local"
+
+    return choose
+
+
+def execute(run_dir: Path, *, settings: Settings, quiet: bool, retry_tasks: list[str] | None = None) -> int:
+    """Run (or continue) the run in ``run_dir`` to its end; returns the exit code."""
+    from cwlbridge.data.datasets import open_store
+    from cwlbridge.engine.progress import choose_progress
+    from cwlbridge.engine.scheduler import (
+        EngineOptions,
+        Interrupted,
+        Scheduler,
+        SignalGuard,
+        read_junction_results,
+    )
+    from cwlbridge.engine.state import RunState
+
+    state = RunState.open(run_dir)
+    info = state.info()
+    chain = Path(info.chain)
+    plan = make_plan(chain, Path(info.inputs or ""), info.outds)
+    if json.dumps(plan.to_json(), sort_keys=True) != json.dumps(info.plan, sort_keys=True):
+        raise CwlbridgeError(
+            f"{chain} or its inputs changed since run {info.id} started; its plan is different",
+            hint=f"start a new run: cwlbridge run {chain} {info.inputs}",
+        )
+    store = open_store(settings.store, cwd=Path(info.options.get("cwd") or "."))
+    progress = choose_progress(info.outds, quiet=quiet)
+    backends = _open_backends(settings, store, progress.say)
+    env = {"CWLBRIDGE_RUN": info.id}
+    scheduler = Scheduler(
+        plan,
+        state,
+        backends,
+        _chooser(settings),
+        sandbox=chain.parent.resolve(),
+        read_results=lambda task: read_junction_results(store, task),
+        options=EngineOptions(retries=settings.retries, max_iterations=settings.max_iterations,
+                              max_tasks=settings.max_tasks, env=env),
+        on_change=lambda node: progress.update(node),
+    )
+    scheduler.build()
+    if retry_tasks is not None:
+        _reset_for_retry(scheduler, retry_tasks)
+    state.set_run_status("running", pid=os.getpid())
+    interrupted = False
+    progress.start(scheduler.nodes)
+    try:
+        with SignalGuard(scheduler):
+            try:
+                scheduler.run()
+            except Interrupted:
+                interrupted = True
+            except KeyboardInterrupt:
+                interrupted = True
+                scheduler._cancel_all()
+    finally:
+        progress.stop()
+        for backend in backends.values():
+            backend.close()
+        store.close()
+    return _conclude(scheduler, state, info, interrupted, quiet=quiet, store=store)
+
+
+def _reset_for_retry(scheduler: Any, names: list[str]) -> None:
+    from cwlbridge.engine.scheduler import CANCELLED, FAILED, SKIPPED, WAITING
+
+    wanted = _match_tasks(scheduler, names) if names else None
+    again = [
+        n
+        for n in scheduler.nodes.values()
+        if n.state in (FAILED, CANCELLED) and (wanted is None or n.task.name in wanted)
+    ]
+    if not again:
+        raise CwlbridgeError("nothing to retry: no failed or cancelled task" + (" of that name" if names else ""))
+    # Tasks skipped because of them get their chance too.
+    with scheduler.state.transaction():
+        for node in again:
+            node.state, node.handle, node.message = WAITING, None, ""
+            node.started = node.ended = None
+            scheduler.state.set_task_state(node.task.name, WAITING, "retry requested")
+            scheduler._dirty.add(node.task.name)
+        for node in scheduler.nodes.values():
+            if node.state == SKIPPED and not node.message.startswith("condition"):
+                node.state, node.message = WAITING, ""
+                node.started = node.ended = None
+                scheduler.state.set_task_state(node.task.name, WAITING, "retry requested")
+                scheduler._dirty.add(node.task.name)
+
+
+def _match_tasks(scheduler: Any, names: list[str]) -> set[str]:
+    from cwlbridge.engine.progress import short_name
+
+    found: set[str] = set()
+    outds = scheduler.plan.outds
+    for wanted in names:
+        hits = [
+            n
+            for n in scheduler.nodes.values()
+            if wanted in (n.task.name, short_name(n.task.name, outds), n.task.step)
+        ]
+        if not hits:
+            raise UsageError(f"--task {wanted}: no such task in this run")
+        found |= {n.task.name for n in hits}
+    return found
+
+
+def _conclude(scheduler: Any, state: Any, info: Any, interrupted: bool, *, quiet: bool, store: Any) -> int:
+    from cwlbridge.engine.progress import short_name
+    from cwlbridge.engine.scheduler import CANCELLED, FAILED, FINISHED, SKIPPED
+
+    nodes = list(scheduler.nodes.values())
+    failed = [n for n in nodes if n.state in (FAILED, CANCELLED)]
+    stuck = [n for n in nodes if n.state == SKIPPED and not n.message.startswith(("condition", "runs only if"))]
+    done = [n for n in nodes if n.state == FINISHED]
+    outds = info.outds
+    if interrupted:
+        state.set_run_status("cancelled")
+        sys.stderr.write(
+            f"cwlbridge: run {info.id} stopped: {len(done)} task(s) finished, running tasks cancelled;"
+            f" continue with `cwlbridge resume {info.id}`\n"
+        )
+        return EXIT_FAILURE
+    for ls in scheduler.loops.values():
+        if ls.reason.startswith("stopped by"):
+            sys.stderr.write(
+                f"cwlbridge: warning: loop {ls.loop.path} {ls.reason} after {ls.iteration} iteration(s);"
+                " its junction asked to go on\n"
+            )
+    ok = not failed and not stuck
+    state.set_run_status("finished" if ok else "failed", pid=None)
+    out = sys.stdout
+    if ok:
+        if not quiet:
+            _print_outputs(scheduler, store, out)
+        out.write(f"run {info.id}: {len(done)} task(s) finished, {len(nodes) - len(done)} skipped\n")
+        return EXIT_OK
+    first = failed[0] if failed else stuck[0]
+    names = ", ".join(short_name(n.task.name, outds) for n in failed) or "none"
+    sys.stderr.write(
+        f"cwlbridge: run {info.id}: {len(failed)} task(s) failed ({names}), {len(stuck)} could not run,"
+        f" {len(done)} finished; see why: cwlbridge logs {info.id} {short_name(first.task.name, outds)}\n"
+    )
+    return EXIT_FAILURE
+
+
+def final_tasks(scheduler: Any) -> list[Any]:
+    """Finished tasks whose outputs nothing else reads: the chain's results.
+
+    Junction outputs (``results.json``) steer loops and are not results; of a loop only its
+    last iteration counts.
+    """
+    from cwlbridge.engine.scheduler import FINISHED
+
+    nodes = list(scheduler.nodes.values())
+    consumed = {p.task for n in nodes if n.task.type != "junction" for p in n.task.parents}
+    last = {path: ls.iteration for path, ls in scheduler.loops.items()}
+    return [
+        n
+        for n in nodes
+        if n.state == FINISHED
+        and n.task.type != "junction"
+        and n.task.name not in consumed
+        and (n.iteration is None or n.iteration == last.get(n.task.loop or "", n.iteration))
+    ]
+
+
+def _print_outputs(scheduler: Any, store: Any, out: Any) -> None:
+    """The final outputs, as `cwlbridge data ls` lists them."""
+    for node in final_tasks(scheduler):
+        for dataset in node.task.output_datasets:
+            try:
+                files = store.list(dataset)
+            except CwlbridgeError:
+                continue
+            out.write(f"{dataset}  ({len(files)} file(s) in the {store.kind} store)\n")
+            for f in files:
+                out.write(f"  {f.name}  {f.size} B" + (f"  {f.path}" if f.path else "") + "\n")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """``cwlbridge run CHAIN INPUTS``."""
+    from cwlbridge.engine.state import RUNS_DIR, RunState, new_run_id
+
+    chain, inputs = Path(args.chain), Path(args.inputs)
+    outds = args.outds or default_outds(chain, dict(os.environ))
+    plan = make_plan(chain, inputs, outds)
+    settings = Settings.merge({}, args)
+    _refuse_used_outds(plan, settings)
+    base = Path(args.base).resolve()
+    run_id = new_run_id()
+    run_dir = base / RUNS_DIR / run_id
+    options = settings.to_json() | {"cwd": str(Path.cwd())}
+    RunState.create(
+        run_dir,
+        run_id=run_id,
+        chain=chain.resolve(),
+        inputs=inputs.resolve(),
+        outds=outds,
+        options=options,
+        plan=plan.to_json(),
+    ).close()
+    if not args.quiet:
+        sys.stdout.write(f"run {run_id}: {len(plan.tasks)} task(s), outDS {outds}, state in {run_dir}\n")
+        sys.stdout.flush()
+    return execute(run_dir, settings=settings, quiet=args.quiet)
+
+
+def _refuse_used_outds(plan: Any, settings: Settings) -> None:
+    """PanDA refuses an outDS that exists; so do we, before anything runs."""
+    from cwlbridge.data.datasets import open_store
+
+    with open_store(settings.store) as store:
+        used = [d for t in plan.tasks for d in t.output_datasets if "___idds___" not in d and store.exists(d)]
+        where = store.root_description()
+    if used:
+        raise UsageError(
+            f"--outds {plan.outds} was used before: {len(used)} of its output datasets exist already"
+            f" ({used[0]}, in the {where})",
+            hint="pick a new --outds (e.g. add a version suffix), or continue that run with `cwlbridge resume`",
+        )
+
+
+def _open_existing(args: argparse.Namespace) -> tuple[Path, Settings]:
+    from cwlbridge.engine.state import RunState, find_run
+
+    run_dir = find_run(args.run, Path(args.base).resolve())
+    state = RunState.open(run_dir, readonly=True)
+    try:
+        info = state.info()
+    finally:
+        state.close()
+    if info.status == "running" and info.pid and _alive(info.pid) and info.pid != os.getpid():
+        raise CwlbridgeError(
+            f"run {info.id} is still being run by process {info.pid}",
+            hint=f"stop it first with `cwlbridge kill {info.id}`",
+        )
+    return run_dir, Settings.merge(dict(info.options), args)
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    """``cwlbridge resume RUN``."""
+    run_dir, settings = _open_existing(args)
+    return execute(run_dir, settings=settings, quiet=args.quiet)
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    """``cwlbridge retry RUN [--task NAME]``."""
+    run_dir, settings = _open_existing(args)
+    return execute(run_dir, settings=settings, quiet=args.quiet, retry_tasks=list(args.task))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_kill(args: argparse.Namespace) -> int:
+    """``cwlbridge kill RUN``: ask the running process to stop; cancel directly if it is gone."""
+    from cwlbridge.engine.scheduler import CANCELLED, IN_FLIGHT
+    from cwlbridge.engine.state import RunState, find_run
+
+    run_dir = find_run(args.run, Path(args.base).resolve())
+    state = RunState.open(run_dir)
+    info = state.info()
+    if info.status in ("finished", "failed", "cancelled") and not any(
+        row.state in IN_FLIGHT for row in state.tasks()
+    ):
+        state.close()
+        sys.stdout.write(f"run {info.id} has already ended ({info.status}); nothing to kill\n")
+        return EXIT_OK
+    if info.status == "running" and info.pid and _alive(info.pid):
+        os.kill(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _alive(info.pid):
+            time.sleep(0.2)
+        if _alive(info.pid):
+            os.kill(info.pid, signal.SIGTERM)  # the second signal: kill at once
+        sys.stdout.write(f"run {info.id}: stop requested from process {info.pid}\n")
+        state.close()
+        return EXIT_OK
+    # Nobody runs it: cancel what is still in flight ourselves.
+    from cwlbridge.data.datasets import open_store
+
+    settings = Settings.merge(dict(info.options), argparse.Namespace())
+    store = open_store(settings.store, cwd=Path(info.options.get("cwd") or "."))
+    backends = _open_backends(settings, store, lambda message: None)
+    cancelled = 0
+    with state.transaction():
+        for row in state.tasks():
+            if row.state in IN_FLIGHT:
+                if row.handle:
+                    backends.get(row.backend, backends["local"]).cancel(row.handle)
+                state.set_task_state(row.name, CANCELLED, "killed by `cwlbridge kill`")
+                cancelled += 1
+    state.set_run_status("cancelled")
+    state.close()
+    sys.stdout.write(f"run {info.id}: {cancelled} task(s) cancelled\n")
+    return EXIT_OK

@@ -1,0 +1,628 @@
+"""The scheduler: turns a plan into backend submissions, honouring links, conditions and loops.
+
+One loop, run by one process: pick the tasks that may start, submit them (idempotency key
+recorded first), poll what is in flight, react to what ended.  Everything it knows is in the
+run state, so a killed run resumes where it stopped: tasks in flight are polled again by
+their handles, and a task whose key was recorded but whose handle was not is submitted again
+with the same key, which the backend recognises.
+
+Loops: the plan holds one templated copy of a loop body (names end in
+``.___idds___num_run___``, loop variables are ``___idds___user_<x>___``).  Iteration ``i``
+is a concrete copy with those filled in; when its junction(s) end, their ``results.json``
+decides whether iteration ``i + 1`` runs (``to_continue``) and with which variable values.
+Tasks downstream of a loop are created once the loop is over, against its last iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cwlbridge.backends.base import FINAL_PHASES, Backend, TaskSpec, TaskStatus
+from cwlbridge.errors import CwlbridgeError
+from cwlbridge.model.conditions import BinOp, Cond, Not, Ref
+from cwlbridge.model.plan import Loop, Parent, Plan, Task
+
+NUM_RUN = "___idds___num_run___"
+_USER_VAR = re.compile(r"___idds___user_([A-Za-z0-9_]+)___")
+
+#: Task states kept in the run state.
+WAITING, SUBMITTED, RUNNING = "waiting", "submitted", "running"
+FINISHED, FAILED, CANCELLED, SKIPPED = "finished", "failed", "cancelled", "skipped"
+DONE_STATES = frozenset({FINISHED, FAILED, CANCELLED, SKIPPED})
+IN_FLIGHT = frozenset({SUBMITTED, RUNNING})
+
+
+@dataclass
+class EngineOptions:
+    """How the scheduler behaves; the command line fills it in."""
+
+    retries: int = 0
+    max_iterations: int = 10
+    max_tasks: int = 0  # tasks in flight at once; 0: no limit
+    poll_min: float = 0.2  # seconds between polls while nothing wakes us
+    poll_max: float = 5.0
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Node:
+    """One concrete task of this run."""
+
+    task: Task
+    backend: str
+    iteration: int | None = None
+    state: str = WAITING
+    attempt: int = 0
+    handle: str | None = None
+    key: str | None = None
+    produced: bool = False
+    message: str = ""
+    jobs_done: int = 0
+    jobs_total: int = 0
+    started: float | None = None
+    ended: float | None = None
+    children: list[str] = field(default_factory=list)
+    inputs_open: bool = False  # submitted before a parent ended: tell the backend when all have
+
+
+@dataclass
+class LoopState:
+    """Where a loop is: its current iteration, variables, and whether it is over."""
+
+    loop: Loop
+    iteration: int = 1
+    variables: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+    failed: bool = False
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "variables": self.variables,
+            "done": self.done,
+            "failed": self.failed,
+            "reason": self.reason,
+        }
+
+
+class EngineError(CwlbridgeError):
+    """The chain cannot be run as asked (e.g. a step type no backend here can run)."""
+
+
+def fill_template(text: str, iteration: int, variables: Mapping[str, Any]) -> str:
+    """Replace iDDS's loop placeholders with the iteration number and variable values."""
+    if "___idds___" not in text:
+        return text
+    text = text.replace(NUM_RUN, str(iteration))
+    return _USER_VAR.sub(lambda m: _format_value(variables.get(m.group(1), m.group(0))), text)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def concrete_task(task: Task, iteration: int, variables: Mapping[str, Any]) -> Task:
+    """A copy of ``task`` with every loop placeholder filled in."""
+
+    def fill(text: str) -> str:
+        return fill_template(text, iteration, variables)
+
+    return dataclasses.replace(
+        task,
+        name=fill(task.name),
+        in_ds=[fill(d) for d in task.in_ds],
+        secondary_ds=[fill(d) for d in task.secondary_ds],
+        exec=fill(task.exec) if task.exec is not None else None,
+        args=fill(task.args) if task.args is not None else None,
+        output_datasets=[fill(d) for d in task.output_datasets],
+        parents=[Parent(fill(p.task), p.link) for p in task.parents],
+        condition=fill(task.condition) if task.condition else None,
+        condition_inputs={
+            k: [[fill(n) for n in element] for element in v] for k, v in task.condition_inputs.items()
+        },
+    )
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def _parents_of(ref: Ref, task: Task) -> list[str]:
+    elements = task.condition_inputs.get(ref.name, [])
+    if ref.index is not None:
+        return list(elements[ref.index]) if ref.index < len(elements) else []
+    return [name for element in elements for name in element]
+
+
+def evaluate(cond: Cond, task: Task, state_of: Callable[[str], str]) -> bool | None:
+    """Three-valued: True/False once decided, None while a parent it depends on runs."""
+    if isinstance(cond, Ref):
+        states = [state_of(p) for p in _parents_of(cond, task)]
+        wanted = FAILED if cond.negated else FINISHED
+        if any(s in DONE_STATES and s != wanted for s in states):
+            return False
+        if all(s == wanted for s in states):
+            return True
+        return None
+    if isinstance(cond, Not):
+        inner = evaluate(cond.operand, task, state_of)
+        return None if inner is None else not inner
+    assert isinstance(cond, BinOp)
+    left = evaluate(cond.left, task, state_of)
+    right = evaluate(cond.right, task, state_of)
+    if cond.op == "&&":
+        if left is False or right is False:
+            return False
+        return True if left and right else None
+    if left is True or right is True:
+        return True
+    return False if left is False and right is False else None
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or `cwlbridge kill`) asked the run to stop."""
+
+
+class Scheduler:
+    """Runs one plan to the end (or until interrupted); state goes to ``state`` as it happens."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        state: Any,  # cwlbridge.engine.state.RunState
+        backends: Mapping[str, Backend],
+        choose_backend: Callable[[Task], str],
+        *,
+        sandbox: Path,
+        read_results: Callable[[Task], dict[str, Any] | None],
+        options: EngineOptions,
+        on_change: Callable[[Node], None] = lambda node: None,
+    ) -> None:
+        self.plan = plan
+        self.state = state
+        self.backends = backends
+        self.choose_backend = choose_backend
+        self.sandbox = sandbox
+        self.read_results = read_results
+        self.options = options
+        self.on_change = on_change
+        self.nodes: dict[str, Node] = {}
+        self.order: list[str] = []
+        self.loops: dict[str, LoopState] = {}
+        self._loop_of: dict[str, str] = {}  # templated task name -> loop path
+        self._deferred: dict[str, list[Task]] = {}  # loop path -> downstream tasks waiting for it
+        self._dirty: set[str] = set()
+        self._held: set[str] = set()  # ready, but the concurrency limit is reached
+        self.stop_requested = False
+        self.kill_requested = False
+
+    # -- building nodes --------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Create the nodes the run starts with (or had, when resuming)."""
+        for loop in self.plan.loops:
+            saved = self.state.get_value(f"loop:{loop.path}")
+            ls = LoopState(loop, variables=dict(loop.variables))
+            if saved:
+                ls.iteration = int(saved["iteration"])
+                ls.variables = dict(saved["variables"])
+                ls.done, ls.failed, ls.reason = bool(saved["done"]), bool(saved["failed"]), str(saved["reason"])
+            self.loops[loop.path] = ls
+            for name in loop.tasks:
+                self._loop_of[name] = loop.path
+        with self.state.transaction():
+            for task in self.plan.tasks:
+                self._add_plan_task(task)
+            for ls in self.loops.values():
+                # Resuming: recreate every iteration that was started, in order.
+                for iteration in range(1, ls.iteration + 1):
+                    variables = self._iteration_variables(ls, iteration)
+                    self._add_iteration(ls, iteration, variables)
+                if ls.done:
+                    self._release_downstream(ls)
+        self._restore_from_state()
+
+    def _iteration_variables(self, ls: LoopState, iteration: int) -> dict[str, Any]:
+        if iteration == ls.iteration:
+            return ls.variables
+        history = self.state.get_value(f"loop:{ls.loop.path}:vars:{iteration}")
+        return dict(history) if history else dict(ls.loop.variables)
+
+    def _loop_dependencies(self, task: Task) -> set[str]:
+        return {self._loop_of[p.task] for p in task.parents if p.task in self._loop_of}
+
+    def _add_plan_task(self, task: Task) -> None:
+        if task.loop is not None and task.name in self._loop_of:
+            return  # instantiated per iteration
+        blocking = self._loop_dependencies(task)
+        if blocking:
+            for path in blocking:
+                self._deferred.setdefault(path, []).append(task)
+            return
+        self._add_node(concrete_task(task, 1, {}), None)
+
+    def _add_iteration(self, ls: LoopState, iteration: int, variables: Mapping[str, Any]) -> None:
+        self.state.set_value(f"loop:{ls.loop.path}:vars:{iteration}", dict(variables))
+        members = set(ls.loop.tasks)
+        for task in self.plan.tasks:
+            if task.name in members:
+                node = self._add_node(concrete_task(task, iteration, variables), iteration)
+                node.task = dataclasses.replace(node.task, loop=ls.loop.path)
+
+    def _release_downstream(self, ls: LoopState) -> None:
+        for task in self._deferred.pop(ls.loop.path, []):
+            if self._loop_dependencies(task) - {ls.loop.path} and any(
+                not self.loops[p].done for p in self._loop_dependencies(task) - {ls.loop.path}
+            ):
+                continue  # still waits for another loop
+            self._add_node(concrete_task(task, ls.iteration, ls.variables), None)
+
+    def _add_node(self, task: Task, iteration: int | None) -> Node:
+        if task.name in self.nodes:
+            return self.nodes[task.name]
+        node = Node(task=task, backend=self.choose_backend(task), iteration=iteration)
+        self.nodes[task.name] = node
+        self.order.append(task.name)
+        for parent in task.parents:
+            if parent.task in self.nodes:
+                self.nodes[parent.task].children.append(task.name)
+        self.state.add_task(
+            task.name,
+            step=task.step,
+            type=task.type,
+            backend=node.backend,
+            plan_id=task.id,
+            iteration=iteration,
+            loop=task.loop,
+        )
+        self._dirty.add(task.name)
+        return node
+
+    def _restore_from_state(self) -> None:
+        for row in self.state.tasks():
+            node = self.nodes.get(row.name)
+            if node is None:
+                continue
+            node.state = row.state
+            node.attempt = row.attempt
+            node.handle = row.handle
+            node.message = row.message or ""
+            node.started, node.ended = row.started, row.ended
+            node.jobs_done, node.jobs_total = row.jobs_done, row.jobs_total
+            # Whether the backend was told that its growing inputs are complete is not
+            # recorded; telling it again is harmless.
+            node.inputs_open = row.state in IN_FLIGHT
+            if row.attempt:
+                attempts = self.state.attempts(row.name)
+                if attempts:
+                    node.key = attempts[-1].key
+            self._dirty.add(row.name)
+
+    # -- the main loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until nothing can move; raises Interrupted after a Ctrl-C has been handled."""
+        delay = self.options.poll_min
+        while True:
+            if self.stop_requested:
+                self._cancel_all()
+                raise Interrupted()
+            with self.state.transaction():
+                self._advance()
+            in_flight = [n for n in self.nodes.values() if n.state in IN_FLIGHT]
+            if not in_flight:
+                if not self._dirty and not self._held:
+                    break
+                continue
+            changed = self._poll(in_flight)
+            if changed:
+                delay = self.options.poll_min
+                continue
+            self._wait(in_flight, delay)
+            delay = min(delay * 1.5, self.options.poll_max)
+        with self.state.transaction():
+            for node in self.nodes.values():
+                if node.state == WAITING:
+                    self._set_state(node, SKIPPED, "its inputs can never be ready")
+            for ls in self.loops.values():
+                for task in self._deferred.pop(ls.loop.path, []):
+                    self.state.add_task(
+                        task.name, step=task.step, type=task.type, backend="-", plan_id=task.id, loop=None
+                    )
+                    self.state.set_task_state(task.name, SKIPPED, f"loop {ls.loop.path} did not end well")
+
+    def _wait(self, in_flight: list[Node], delay: float) -> None:
+        backends = {n.backend for n in in_flight}
+        if len(backends) == 1:
+            self.backends[next(iter(backends))].wait(delay)
+        else:
+            # Several backends: let the local one (event-driven) wake us, bounded by delay.
+            waiter = self.backends.get("local") if "local" in backends else None
+            if waiter is not None:
+                waiter.wait(delay)
+            else:
+                time.sleep(delay)
+
+    def _advance(self) -> None:
+        """Start or skip every dirty waiting node whose fate is decided."""
+        self._dirty |= self._held
+        self._held.clear()
+        while self._dirty:
+            dirty = [name for name in self.order if name in self._dirty]
+            self._dirty.clear()
+            for name in dirty:
+                node = self.nodes[name]
+                if node.state == WAITING:
+                    self._consider(node)
+                elif node.state in IN_FLIGHT and node.handle is None:
+                    self._submit(node)  # key recorded, handle not: same key again
+
+    def _in_flight_count(self) -> int:
+        return sum(1 for n in self.nodes.values() if n.state in IN_FLIGHT)
+
+    def _state_of(self, name: str) -> str:
+        node = self.nodes.get(name)
+        return node.state if node else WAITING
+
+    def _consider(self, node: Node) -> None:
+        task = node.task
+        named: set[str] = set()
+        if task.condition_tree is not None:
+            named = {p for ref_parents in task.condition_inputs.values() for el in ref_parents for p in el}
+            verdict = evaluate(task.condition_tree, task, self._state_of)
+            if verdict is False:
+                self._skip(node, f"condition {task.condition} is false")
+                return
+            if verdict is None:
+                return
+        for parent in task.parents:
+            if parent.task in named:
+                continue
+            state = self._state_of(parent.task)
+            p = self.nodes.get(parent.task)
+            if parent.link == "failed":
+                if state == FAILED:
+                    continue
+                if state in DONE_STATES:
+                    self._skip(node, f"runs only if {_short(parent.task)} fails")
+                    return
+                return
+            if state == FINISHED:
+                continue
+            if state in DONE_STATES:
+                self._skip(node, f"parent {_short(parent.task)} {state}")
+                return
+            if parent.link == "started" and p is not None and p.produced and p.state in IN_FLIGHT:
+                continue
+            return
+        if self.options.max_tasks and self._in_flight_count() >= self.options.max_tasks:
+            self._held.add(node.task.name)
+            return
+        node.attempt += 1
+        self._submit(node)
+
+    def _skip(self, node: Node, why: str) -> None:
+        self._set_state(node, SKIPPED, why)
+
+    def _growing_inputs(self, node: Node) -> frozenset[str]:
+        growing: set[str] = set()
+        for parent in node.task.parents:
+            p = self.nodes.get(parent.task)
+            if p is not None and p.state in IN_FLIGHT:
+                datasets = set(node.task.in_ds) | set(node.task.secondary_ds)
+                growing |= {d for d in p.task.output_datasets if d in datasets}
+        node.inputs_open = bool(growing)
+        return frozenset(growing)
+
+    def _submit(self, node: Node) -> None:
+        task = node.task
+        key = f"{self.state.run_id}/{task.name}/{node.attempt}"
+        if node.key != key:
+            self.state.begin_attempt(task.name, node.attempt, key)  # committed before the call
+            node.key = key
+        spec = TaskSpec(
+            task=task,
+            run_id=self.state.run_id,
+            attempt=node.attempt,
+            key=key,
+            workdir=self.state.run_dir / "tasks" / task.name / f"a{node.attempt}",
+            sandbox=self.sandbox,
+            number=task.id + 1,
+            retries=self.options.retries,
+            env=self.options.env,
+            growing=self._growing_inputs(node),
+        )
+        try:
+            handle = self.backends[node.backend].submit(spec)
+        except CwlbridgeError as err:
+            node.started = node.ended = time.time()
+            self._set_state(node, FAILED, f"not submitted: {err.message}")
+            return
+        node.handle = handle
+        self.state.record_handle(task.name, node.attempt, handle)
+        if node.state != SUBMITTED:
+            self._set_state(node, SUBMITTED)
+
+    def _close_inputs(self, in_flight: list[Node]) -> None:
+        for node in in_flight:
+            parents_done = all(self._state_of(p.task) in DONE_STATES for p in node.task.parents)
+            if node.inputs_open and node.handle is not None and parents_done:
+                self.backends[node.backend].inputs_closed(node.handle)
+                node.inputs_open = False
+
+    def _poll(self, in_flight: list[Node]) -> bool:
+        self._close_inputs(in_flight)
+        by_backend: dict[str, list[Node]] = {}
+        for node in in_flight:
+            if node.handle is not None:
+                by_backend.setdefault(node.backend, []).append(node)
+        changed = False
+        for backend_name, nodes in by_backend.items():
+            backend = self.backends[backend_name]
+            statuses = backend.poll([n.handle for n in nodes if n.handle])
+            with self.state.transaction():
+                for node in nodes:
+                    status = statuses.get(node.handle or "")
+                    if status is not None and self._apply(node, status):
+                        changed = True
+        return changed
+
+    def _apply(self, node: Node, status: TaskStatus) -> bool:
+        done = sum(1 for j in status.jobs if j.phase == "finished")
+        progress = (done, len(status.jobs), status.produced)
+        before = (node.jobs_done, node.jobs_total, node.produced)
+        node.jobs_done, node.jobs_total, node.produced = progress
+        if status.jobs:
+            self.state.update_jobs(node.task.name, node.attempt, status.jobs)
+        changed = progress != before
+        if status.phase == "running" and node.state == SUBMITTED:
+            self._set_state(node, RUNNING)
+            changed = True
+        if node.produced and not before[2]:
+            self._dirty.update(node.children)
+        if status.phase in FINAL_PHASES:
+            self._finish(node, status)
+            changed = True
+        elif changed:
+            self.on_change(node)
+        return changed
+
+    def _finish(self, node: Node, status: TaskStatus) -> None:
+        state = {"finished": FINISHED, "failed": FAILED, "cancelled": CANCELLED}[status.phase]
+        self._set_state(node, state, status.message)
+        if node.task.type == "junction" and node.task.loop in self.loops:
+            self._junction_ended(node)
+
+    # -- loops -----------------------------------------------------------------------------
+
+    def _junction_ended(self, node: Node) -> None:
+        ls = self.loops[node.task.loop or ""]
+        if node.iteration != ls.iteration or ls.done:
+            return
+        siblings = [
+            self.nodes[fill_template(j, ls.iteration, ls.variables)]
+            for j in ls.loop.junctions
+            if fill_template(j, ls.iteration, ls.variables) in self.nodes
+        ]
+        if any(s.state not in DONE_STATES for s in siblings):
+            return
+        if any(s.state != FINISHED for s in siblings):
+            ls.done, ls.failed, ls.reason = True, True, f"a junction of iteration {ls.iteration} failed"
+        else:
+            answers = [self.read_results(s.task) for s in siblings]
+            go_on = bool(answers) and all(a is not None and a.get("to_continue") is True for a in answers)
+            if go_on and ls.iteration >= self.options.max_iterations:
+                ls.done, ls.reason = True, f"stopped by --max-iterations {self.options.max_iterations}"
+            elif go_on:
+                updates: dict[str, Any] = {}
+                for answer in answers:
+                    for key, value in (answer or {}).items():
+                        name = key[len("param_") :] if key.startswith("param_") else key
+                        if name in ls.variables:
+                            updates[name] = value
+                ls.iteration += 1
+                ls.variables = {**ls.variables, **updates}
+                self.state.set_value(f"loop:{ls.loop.path}", ls.to_json())
+                self._add_iteration(ls, ls.iteration, ls.variables)
+                return
+            else:
+                ls.done, ls.reason = True, "the junction said to stop"
+        self.state.set_value(f"loop:{ls.loop.path}", ls.to_json())
+        if not ls.failed:
+            self._release_downstream(ls)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _set_state(self, node: Node, state: str, message: str = "") -> None:
+        now = time.time()
+        if state in IN_FLIGHT and node.started is None:
+            node.started = now
+        if state in DONE_STATES:
+            node.ended = now
+        node.state = state
+        node.message = message
+        self.state.set_task_state(node.task.name, state, message)
+        self._dirty.update(node.children)
+        self.on_change(node)
+
+    def _cancel_all(self) -> None:
+        with self.state.transaction():
+            for node in self.nodes.values():
+                if node.state in IN_FLIGHT:
+                    if node.handle is not None:
+                        try:
+                            self.backends[node.backend].cancel(node.handle)
+                        except CwlbridgeError as err:
+                            node.message = f"cancel failed: {err.message}"
+                    self._set_state(node, CANCELLED, "cancelled by the user")
+
+    def request_stop(self) -> None:
+        """First Ctrl-C: stop launching, cancel what runs, record it."""
+        self.stop_requested = True
+
+
+def _short(name: str) -> str:
+    return name.rsplit("_", 1)[-1] if "_" in name else name
+
+
+@dataclass
+class SignalGuard:
+    """First SIGINT/SIGTERM: ask the scheduler to stop; a second one: raise at once."""
+
+    scheduler: Scheduler
+    hits: int = 0
+    _previous: dict[int, Any] = field(default_factory=dict)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.hits += 1
+        if self.hits == 1:
+            self.scheduler.request_stop()
+            return
+        self.scheduler.kill_requested = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> SignalGuard:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def read_junction_results(store: Any, task: Task) -> dict[str, Any] | None:
+    """The junction's results.json from its output dataset, or None when absent/unreadable."""
+    for dataset in task.output_datasets:
+        if not dataset.rstrip("/").endswith("results.json"):
+            continue
+        with tempfile.TemporaryDirectory(prefix="cwlbridge-junction-") as tmp:
+            try:
+                paths = store.fetch(dataset, Path(tmp))
+            except CwlbridgeError:
+                return None
+            for path in paths:
+                if path.name.endswith("results.json"):
+                    try:
+                        value = json.loads(path.read_text(encoding="utf-8"))
+                    except (OSError, ValueError):
+                        return None
+                    return value if isinstance(value, dict) else None
+    return None
+
