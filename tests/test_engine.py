@@ -236,6 +236,23 @@ def test_first_ctrl_c_cancels_records_and_leaves_no_process(tmp_path: Path) -> N
     assert states == {"000_nap": "cancelled", "001_after": "waiting"}
 
 
+def test_second_ctrl_c_kills_jobs_that_ignore_sigterm(tmp_path: Path) -> None:
+    marker = f"cwlbridge-ctrlc2-{os.getpid()}"
+    chain = _slow_chain(tmp_path, marker)
+    _write_script(chain / "nap.sh", "trap '' TERM\nfor i in $(seq 600); do sleep 1; done\n")
+    env = _env(CWLB_TEST_MARKER=marker)
+    proc = _popen(["run", "slow/chain.cwl", "slow/inputs.yaml", "--outds", "user.jdoe.c2"], tmp_path, env)
+    _wait_for(lambda: len(_marked_processes(marker)) >= 5, 30, "the jobs")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # the first Ctrl-C is now waiting for jobs that ignore SIGTERM
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    _wait_for(lambda: not _marked_processes(marker), 10, "every job process to be gone")
+    run = _run_dirs(tmp_path)[-1].name
+    assert _status(tmp_path, env, run)["tasks"][0]["state"] == "cancelled"
+
+
 def test_kill_command_stops_a_run_and_its_jobs(tmp_path: Path) -> None:
     marker = f"cwlbridge-kill-{os.getpid()}"
     _slow_chain(tmp_path, marker)
@@ -394,3 +411,46 @@ def test_sigkill_at_ten_moments_then_resume_runs_everything_once(tmp_path: Path,
     assert len(files) == 1 and files[0]["size"] > 0
     derived = json.loads(_cli(["data", "ls", "user.jdoe.crash_000_derive_daod.root/", "--json"], tmp_path, env).stdout)
     assert len(derived["files"]) == 4  # 8 inputs, --nFilesPerJob 2
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_terminal_gets_a_live_table_pipe_gets_lines_quiet_gets_the_summary(tmp_path: Path) -> None:
+    import pty
+
+    shutil.copytree(WORKFLOWS / "two-step", tmp_path / "two-step")
+    env = _env(COLUMNS="120", LINES="40", TERM="xterm")
+    args = ["two-step/chain.cwl", "two-step/inputs.yaml"]
+    # A terminal: the table with its columns, redrawn in place.
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cwlbridge", "run", *args, "--outds", "user.jdoe.tty"],
+        cwd=tmp_path, env=env, stdin=child, stdout=child, stderr=child,
+    )  # fmt: skip
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    for column in ("task", "backend", "state", "jobs", "elapsed"):
+        assert column in screen
+    assert "000_gen" in screen and "finished" in screen and "\x1b[" in screen
+    # A pipe: timestamped plain lines, no escape codes.
+    piped = _cli(["run", *args, "--outds", "user.jdoe.pipe"], tmp_path, env)
+    assert piped.returncode == 0
+    assert "\x1b[" not in piped.stdout
+    assert any(line.endswith("Z 000_gen  local  finished  jobs 3/3") or " 000_gen  local  finished" in line
+               for line in piped.stdout.splitlines())  # fmt: skip
+    # --quiet: only the one-line summary.
+    quiet = _cli(["run", *args, "--outds", "user.jdoe.quiet", "--quiet"], tmp_path, env)
+    assert quiet.returncode == 0
+    assert quiet.stdout.strip().count("\n") == 0 and "2 task(s) finished" in quiet.stdout

@@ -16,12 +16,10 @@ Everything lives under the task attempt's ``TaskSpec.workdir``, which is also th
         failure             why the attempt failed when the exit code does not say it
         outputs.json        the outputs were registered (the attempt is finished)
 
-(Directories are few and flat on purpose: creating a directory and its first file is the
-dearest file-system step of starting a job.)
-
 so a later cwlbridge process (a resumed run, or ``cwlbridge kill``) picks up where this one
 stopped: it adopts running jobs, starts those not started, and never reruns an attempt
-that has an exit code.
+that has an exit code.  Directories are few and flat on purpose: making a directory and
+files in it is the dearest part of starting a job on a disk-backed file system.
 """
 
 from __future__ import annotations
@@ -33,19 +31,18 @@ import json
 import os
 import re
 import shlex
-import shutil
-import stat
-import subprocess
 import sys
 import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cwlbridge.backends.base import Backend, JobInfo, Phase, TaskSpec, TaskStatus
-from cwlbridge.backends.jobs import JobRunner, JobState, job_mark, observe
+from cwlbridge.backends.containers import PAYLOAD_FILE, container_command, find_container_engine
+from cwlbridge.backends.jobs import MARK_ENV, JobRunner, JobState, job_mark, observe
+from cwlbridge.backends.sandbox import SANDBOX_MANY_FILES, Sandbox
 from cwlbridge.backends.splitting import (
     InputFile,
     JobSlice,
@@ -61,19 +58,16 @@ from cwlbridge.backends.splitting import (
 )
 from cwlbridge.data.datasets import DatasetStore, LocalStore, RucioStore
 from cwlbridge.errors import CwlbridgeError
+from cwlbridge.model.plan import Task
 from cwlbridge.model.prunopts import OutputSpec, PrunOptionError, parse_prun_args
 
-Containers = Literal["never", "auto", "docker", "apptainer"]
 CONTAINER_CHOICES: tuple[str, ...] = ("never", "auto", "docker", "apptainer")
 
-#: pchain puts only files under 1 MB into the sandbox (``find . -type f -size -1024k``).
-SANDBOX_MAX_BYTES = 1023 * 1024
 TASK_FILE = "task.json"
 CLOSED_FILE = "inputs-closed"
 CANCELLED_FILE = "cancelled"
 FAILURE_FILE = "failure"
 OUTPUTS_FILE = "outputs.json"
-PAYLOAD_FILE = "payload.sh"
 _FORMAT = 1
 _UNSUPPORTED = {"phpo": "PanDA's HPO service", "gitlab": "PanDA's GitLab CI service"}
 
@@ -92,6 +86,18 @@ class OutputFile:
         if "*" in name and not name.startswith("regex|"):
             name = name.replace("*", "XYZ") + ".tgz"
         return cls(pattern=spec.pattern, dataset=f"{task_name}_{spec.type}/", file=name)
+
+
+def _output_file(spec: OutputSpec, task: Task) -> OutputFile:
+    """The OutputFile of one --outputs entry; a bad regex| pattern is refused at submit."""
+    if spec.pattern.startswith("regex|"):
+        try:
+            re.compile(spec.pattern[len("regex|") :])
+        except re.error as err:
+            raise CwlbridgeError(
+                f"step {task.step!r}: opt_args: --outputs {spec.pattern}: not a regular expression ({err})"
+            ) from None
+    return OutputFile.from_spec(spec, task.name)
 
 
 def output_file_name(prefix: str, number: int, serial: int, name: str) -> str:
@@ -256,7 +262,7 @@ class LocalBackend(Backend):
         self._runs: dict[str, _TaskRun] = {}
         self._running: dict[Path, tuple[_TaskRun, _Job]] = {}
         self._queue: list[tuple[_TaskRun, _Job]] = []
-        self._sandboxes: dict[Path, _Sandbox] = {}
+        self._sandboxes: dict[Path, Sandbox] = {}
         self._said: set[str] = set()
         self._engine: tuple[str | None, str] | None = None
         self._base_env = self._job_environment()
@@ -389,7 +395,7 @@ class LocalBackend(Backend):
             container=task.container or str(options.namespace.get("containerImage") or "") or None,
             in_ds=in_ds,
             growing=set(spec.growing) & (set(in_ds) | secondary),
-            outputs=[OutputFile.from_spec(o, task.name) for o in options.outputs],
+            outputs=[_output_file(o, task) for o in options.outputs],
             number=spec.number,
             retries=max(0, spec.retries),
             sandbox=Path(os.path.abspath(spec.sandbox)),
@@ -657,7 +663,7 @@ class LocalBackend(Backend):
         job.phase = "running"
         self._running[attempt] = (run, job)
 
-    def _stage(self, job: _Job, work: Path, sandbox: _Sandbox) -> None:
+    def _stage(self, job: _Job, work: Path, sandbox: Sandbox) -> None:
         by_dataset: dict[str, list[str]] = {}
         for f in job.inputs + [f for fs in job.secondary.values() for f in fs]:
             names = by_dataset.setdefault(f.dataset, [])
@@ -700,8 +706,9 @@ class LocalBackend(Backend):
                 failure = str(missing)
                 with contextlib.suppress(OSError):
                     (attempt / FAILURE_FILE).write_text(failure + "\n", encoding="utf-8")
-            except CwlbridgeError as err:
-                failure = f"its outputs could not be stored: {err.message}"
+            except (CwlbridgeError, OSError) as err:
+                reason = err.message if isinstance(err, CwlbridgeError) else f"{err.strerror or err}"
+                failure = f"its outputs could not be stored: {reason}"
         if failure is None:
             if state.state == "lost":
                 failure = "its process ended without an exit code (killed, or the machine stopped)"
@@ -806,11 +813,13 @@ class LocalBackend(Backend):
         env["PATH"] = os.pathsep.join([".", *entries])
         return env
 
-    def _sandbox(self, directory: Path) -> _Sandbox:
+    def _sandbox(self, directory: Path) -> Sandbox:
         sandbox = self._sandboxes.get(directory)
         if sandbox is None:
-            sandbox = _Sandbox.scan(directory)
+            sandbox = Sandbox.scan(directory)
             self._sandboxes[directory] = sandbox
+            if len(sandbox.files) > SANDBOX_MANY_FILES:
+                self.say(f"sandbox {directory} holds {len(sandbox.files)} files; every job starts with a copy of them")
             if sandbox.too_big:
                 shown = ", ".join(sandbox.too_big[:3]) + (" …" if len(sandbox.too_big) > 3 else "")
                 self.say(
@@ -832,7 +841,7 @@ class LocalBackend(Backend):
             return job.command, None
         (attempt / PAYLOAD_FILE).write_text(job.command + "\n", encoding="utf-8")
         name = f"cwlbridge-{job_mark(attempt)}" if engine == "docker" else None
-        env_names = sorted({*run.env, "CWLBRIDGE_STORE", "CWLBRIDGE_JOB_MARK"})
+        env_names = sorted({*run.env, "CWLBRIDGE_STORE", MARK_ENV})
         argv = container_command(engine, image, attempt=attempt, work=work, env_names=env_names, name=name)
         return "exec " + shlex.join(argv), name
 
@@ -878,127 +887,10 @@ def _output_files(output: OutputFile, work: Path) -> list[Path]:
     return [path]
 
 
-@dataclass
-class _Sandbox:
-    """The files of a chain's directory that go into every job, listed once."""
-
-    root: Path
-    files: dict[str, int]  # relative path -> mode
-    dirs: list[str]
-    too_big: list[str]
-
-    @classmethod
-    def scan(cls, root: Path) -> _Sandbox:
-        files: dict[str, int] = {}
-        dirs: list[str] = []
-        too_big: list[str] = []
-        for current, subdirs, names in os.walk(root):
-            # Hidden entries (.git, .cwlbridge with runs and the local store, .env) stay out.
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            rel_dir = os.path.relpath(current, root)
-            for d in subdirs:
-                dirs.append(os.path.normpath(os.path.join(rel_dir, d)))
-            for name in sorted(names):
-                if name.startswith("."):
-                    continue
-                path = os.path.join(current, name)
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                rel = os.path.normpath(os.path.join(rel_dir, name))
-                if st.st_size > SANDBOX_MAX_BYTES:
-                    too_big.append(rel)
-                    continue
-                files[rel] = st.st_mode & 0o777
-        return cls(root, files, dirs, too_big)
-
-    def copy_into(self, work: Path) -> None:
-        for d in self.dirs:
-            os.makedirs(work / d, exist_ok=True)
-        for rel, mode in self.files.items():
-            source = self.root / rel
-            target = work / rel
-            try:
-                shutil.copyfile(source, target)
-            except FileNotFoundError:
-                continue  # removed from the chain's directory since it was listed
-            os.chmod(target, mode | 0o200)
-
-
 def _make_executable(path: Path) -> None:
     with contextlib.suppress(OSError):
         mode = path.stat().st_mode
         os.chmod(path, mode | ((mode & 0o444) >> 2))
-
-
-def container_command(
-    engine: str,
-    image: str,
-    *,
-    attempt: Path,
-    work: Path,
-    env_names: Sequence[str],
-    name: str | None = None,
-) -> list[str]:
-    """The command line that runs a job's ``payload.sh`` inside ``image`` with ``engine``.
-
-    The attempt directory is bound at the same path, the job works in ``work``, and the
-    environment variables ``env_names`` are passed by name (values never on the command line).
-    Docker runs as the calling user so outputs stay the user's; Apptainer does that itself.
-    """
-    payload = str(attempt / PAYLOAD_FILE)
-    if engine == "docker":
-        reference = image[len("docker://") :] if image.startswith("docker://") else image
-        argv = ["docker", "run", "--rm", "--init"]
-        if name:
-            argv += ["--name", name]
-        argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{attempt}:{attempt}", "-w", str(work)]
-        for env_name in env_names:
-            argv += ["-e", env_name]
-        return argv + [reference, "/bin/sh", payload]
-    if engine == "apptainer":
-        reference = image if re.match(r"^[a-z]+://", image) or image.startswith("/") else f"docker://{image}"
-        tool = "apptainer" if shutil.which("apptainer") or not shutil.which("singularity") else "singularity"
-        return [tool, "exec", "--bind", str(attempt), "--pwd", str(work), reference, "/bin/sh", payload]
-    raise ValueError(f"unknown container engine {engine!r}")
-
-
-def find_container_engine(containers: str) -> tuple[str | None, str]:
-    """(engine or None, why none) for a ``--containers`` choice on this machine."""
-    if containers == "never":
-        return None, "--containers never"
-    apptainer = shutil.which("apptainer") or shutil.which("singularity")
-    docker = shutil.which("docker")
-    if containers == "apptainer":
-        return ("apptainer", "") if apptainer else (None, "neither apptainer nor singularity is installed")
-    if containers == "docker":
-        return ("docker", "") if docker else (None, "docker is not installed")
-    if apptainer:
-        return "apptainer", ""
-    if docker:
-        problem = _docker_problem(docker)
-        return (None, problem) if problem else ("docker", "")
-    return None, "neither docker nor apptainer is installed"
-
-
-def _docker_problem(docker: str) -> str | None:
-    try:
-        result = subprocess.run(
-            [docker, "version", "--format", "{{.Server.Version}}"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"docker does not answer ({exc})"
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        return "docker cannot reach its daemon" + (f" ({lines[-1]})" if lines else "")
-    return None
 
 
 def store_spec(store: DatasetStore) -> str | None:

@@ -209,7 +209,9 @@ def _chooser(settings: Settings) -> Any:
     return choose
 
 
-def execute(run_dir: Path, *, settings: Settings, quiet: bool, retry_tasks: list[str] | None = None) -> int:
+def execute(
+    run_dir: Path, *, settings: Settings, quiet: bool, retry_tasks: list[str] | None = None, plan: Any = None
+) -> int:
     """Run (or continue) the run in ``run_dir`` to its end; returns the exit code."""
     from cwlbridge.data.datasets import open_store
     from cwlbridge.engine.progress import choose_progress
@@ -223,10 +225,11 @@ def execute(run_dir: Path, *, settings: Settings, quiet: bool, retry_tasks: list
     from cwlbridge.engine.state import RunState
 
     state = RunState.open(run_dir)
-    info = state.info()
+    info = state.info(with_plan=plan is None)
     chain = Path(info.chain)
-    plan = make_plan(chain, Path(info.inputs or ""), info.outds)
-    if json.dumps(plan.to_json(), sort_keys=True) != json.dumps(info.plan, sort_keys=True):
+    if plan is None:
+        plan = make_plan(chain, Path(info.inputs or ""), info.outds)
+    if info.plan and json.dumps(plan.to_json(), sort_keys=True) != json.dumps(info.plan, sort_keys=True):
         raise CwlbridgeError(
             f"{chain} or its inputs changed since run {info.id} started; its plan is different",
             hint=f"start a new run: cwlbridge run {chain} {info.inputs}",
@@ -259,8 +262,12 @@ def execute(run_dir: Path, *, settings: Settings, quiet: bool, retry_tasks: list
             except Interrupted:
                 interrupted = True
             except KeyboardInterrupt:
+                # The second Ctrl-C: no grace period for the jobs.
                 interrupted = True
-                scheduler._cancel_all()
+                for backend in backends.values():
+                    if hasattr(backend, "kill_grace"):
+                        backend.kill_grace = 0.0
+                scheduler.cancel_all()
     finally:
         progress.stop()
         for backend in backends.values():
@@ -413,7 +420,7 @@ def run_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         sys.stdout.write(f"run {run_id}: {len(plan.tasks)} task(s), outDS {outds}, state in {run_dir}\n")
         sys.stdout.flush()
-    return execute(run_dir, settings=settings, quiet=args.quiet)
+    return execute(run_dir, settings=settings, quiet=args.quiet, plan=plan)
 
 
 def _refuse_used_outds(plan: Any, settings: Settings) -> None:

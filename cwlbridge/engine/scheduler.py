@@ -204,6 +204,8 @@ class Scheduler:
         self.on_change = on_change
         self.nodes: dict[str, Node] = {}
         self.order: list[str] = []
+        self._rank: dict[str, int] = {}
+        self._flying: dict[str, Node] = {}  # nodes in IN_FLIGHT states, kept by _track
         self.loops: dict[str, LoopState] = {}
         self._loop_of: dict[str, str] = {}  # templated task name -> loop path
         self._deferred: dict[str, list[Task]] = {}  # loop path -> downstream tasks waiting for it
@@ -278,6 +280,7 @@ class Scheduler:
             return self.nodes[task.name]
         node = Node(task=task, backend=self.choose_backend(task), iteration=iteration)
         self.nodes[task.name] = node
+        self._rank[task.name] = len(self.order)
         self.order.append(task.name)
         for parent in task.parents:
             if parent.task in self.nodes:
@@ -308,6 +311,7 @@ class Scheduler:
             # Whether the backend was told that its growing inputs are complete is not
             # recorded; telling it again is harmless.
             node.inputs_open = row.state in IN_FLIGHT
+            self._track(node)
             if row.attempt:
                 attempts = self.state.attempts(row.name)
                 if attempts:
@@ -321,11 +325,11 @@ class Scheduler:
         delay = self.options.poll_min
         while True:
             if self.stop_requested:
-                self._cancel_all()
+                self.cancel_all()
                 raise Interrupted()
             with self.state.transaction():
                 self._advance()
-            in_flight = [n for n in self.nodes.values() if n.state in IN_FLIGHT]
+            in_flight = list(self._flying.values())
             if not in_flight:
                 if not self._dirty and not self._held:
                     break
@@ -364,7 +368,7 @@ class Scheduler:
         self._dirty |= self._held
         self._held.clear()
         while self._dirty:
-            dirty = [name for name in self.order if name in self._dirty]
+            dirty = sorted(self._dirty, key=self._rank.__getitem__)
             self._dirty.clear()
             for name in dirty:
                 node = self.nodes[name]
@@ -374,7 +378,13 @@ class Scheduler:
                     self._submit(node)  # key recorded, handle not: same key again
 
     def _in_flight_count(self) -> int:
-        return sum(1 for n in self.nodes.values() if n.state in IN_FLIGHT)
+        return len(self._flying)
+
+    def _track(self, node: Node) -> None:
+        if node.state in IN_FLIGHT:
+            self._flying[node.task.name] = node
+        else:
+            self._flying.pop(node.task.name, None)
 
     def _state_of(self, name: str) -> str:
         node = self.nodes.get(name)
@@ -557,11 +567,13 @@ class Scheduler:
             node.ended = now
         node.state = state
         node.message = message
+        self._track(node)
         self.state.set_task_state(node.task.name, state, message)
         self._dirty.update(node.children)
         self.on_change(node)
 
-    def _cancel_all(self) -> None:
+    def cancel_all(self) -> None:
+        """Cancel every task in flight and record it."""
         with self.state.transaction():
             for node in self.nodes.values():
                 if node.state in IN_FLIGHT:

@@ -336,6 +336,7 @@ class RunState:
         self._lock = threading.RLock()
         self._batch = _Batch()
         self._closed = False
+        self._touched = float("-inf")
         #: Where the times of changes come from; tests set a controlled clock.
         self.clock: Callable[[], float] = time.time
 
@@ -529,6 +530,11 @@ class RunState:
                 self._event(now, None, "run", old, status)
 
     def _touch(self, now: float) -> None:
+        # The runs row carries the whole plan, so rewriting it on every write would cost a
+        # copy of the plan per commit; "updated" only needs to be right to a second or so.
+        if now - self._touched < 1.0:
+            return
+        self._touched = now
         self._conn.execute("UPDATE runs SET updated = ?", (now,))
 
     # -- tasks -----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class PrunOptions:
     n_files: int | None = None
     n_gb_per_job: str | None = None
     secondary_dss: str = ""
+    namespace: dict[str, Any] = field(default_factory=dict)  # every option, as prun parsed it
 
 
 class _Exit(Exception):
@@ -128,6 +129,7 @@ def _parse_cached(args_text: str) -> PrunOptions:
         n_files=_int_or_none(values.get("nFiles")),
         n_gb_per_job=str(values["nGBPerJob"]) if values.get("nGBPerJob") not in (None, "", -1) else None,
         secondary_dss=str(values.get("secondaryDSs") or ""),
+        namespace=values,
     )
 
 

@@ -1,0 +1,331 @@
+"""Job processes that outlive cwlbridge (cwlbridge.backends.jobs): real processes throughout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cwlbridge.backends import jobs
+from cwlbridge.backends.jobs import JobRecord, JobRunner, observe, process_start_ticks
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+
+
+@pytest.fixture
+def runner() -> Iterator[JobRunner]:
+    r = JobRunner()
+    yield r
+    r.close()
+
+
+def _wait_for(runner: JobRunner, job_dir: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job_dir in runner.wait(1.0):
+            return
+    raise AssertionError(f"{job_dir} did not end within {timeout} s")
+
+
+def _until(condition: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def _processes_with(token: str) -> list[int]:
+    """Live processes whose command line or environment contains ``token``."""
+    found = []
+    needle = token.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+            if state in (b"Z", b"X"):
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    environ = handle.read()
+            except OSError:
+                environ = b""
+        except (OSError, IndexError):
+            continue
+        if needle in cmdline or needle in environ:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def token() -> Iterator[str]:
+    """A unique marker for a test's processes; whatever still carries it is killed afterwards."""
+    value = f"cwlbtest{uuid.uuid4().hex[:12]}"
+    yield value
+    for pid in _processes_with(value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_job_runs_in_its_directory_with_outputs_and_exit_code(tmp_path: Path, runner: JobRunner) -> None:
+    job_dir = tmp_path / "job"
+    work = tmp_path / "work"
+    job_dir.mkdir()
+    work.mkdir()
+    env = dict(os.environ, GREETING="hello")
+    record = runner.launch(job_dir, 'echo "$GREETING from $(pwd)"; echo oops >&2; exit 7', cwd=work, env=env)
+    assert record.pid == record.pgid == record.sid
+    assert record.pid != os.getpid()
+    _wait_for(runner, job_dir)
+    state = observe(job_dir)
+    assert state.state == "done"
+    assert state.exit_code == 7
+    assert state.started is not None and state.ended is not None and state.ended >= state.started
+    assert (job_dir / "stdout").read_text() == f"hello from {work}\n"
+    assert (job_dir / "stderr").read_text() == "oops\n"
+    saved = json.loads((job_dir / "job.json").read_text())
+    assert saved["pid"] == record.pid and saved["start_ticks"] == record.start_ticks > 0
+    assert runner.running == 0
+
+
+def test_exit_by_signal_and_a_failing_cd_still_give_an_exit_code(tmp_path: Path, runner: JobRunner) -> None:
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    runner.launch(killed, "kill -9 $$", cwd=tmp_path, env=os.environ)
+    _wait_for(runner, killed)
+    assert observe(killed).exit_code == 128 + 9
+    nowhere = tmp_path / "nowhere"
+    nowhere.mkdir()
+    runner.launch(nowhere, "true", cwd=tmp_path / "missing", env=os.environ)
+    _wait_for(runner, nowhere)
+    assert observe(nowhere).exit_code == 127
+
+
+def test_wait_returns_when_a_job_ends_not_at_the_timeout(tmp_path: Path, runner: JobRunner) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    runner.launch(job_dir, "sleep 0.2", cwd=tmp_path, env=os.environ)
+    start = time.monotonic()
+    ended = runner.wait(60)
+    while not ended:
+        ended = runner.wait(60)
+    assert ended == [job_dir]
+    assert time.monotonic() - start < 30, "wait() slept to its timeout instead of waking at the job's end"
+
+
+def test_wake_interrupts_wait(runner: JobRunner) -> None:
+    runner.wake()
+    start = time.monotonic()
+    assert runner.wait(60) == []
+    assert time.monotonic() - start < 30
+
+
+def test_the_command_never_runs_when_cwlbridge_dies_before_the_go_ahead(tmp_path: Path) -> None:
+    """The wrapper reads end of file instead of "go" and exits without running anything."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    result = subprocess.run(
+        ["/bin/sh", "-c", jobs._WRAPPER, "sh", str(job_dir), str(tmp_path), f"touch {tmp_path}/ran"],
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == jobs.NOT_STARTED_EXIT
+    assert not (tmp_path / "ran").exists()
+    assert observe(job_dir).state == "absent"
+
+
+_LAUNCH_AND_CRASH = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from cwlbridge.backends.jobs import JobRunner
+    job_dir, work = Path(sys.argv[1]), Path(sys.argv[2])
+    JobRunner().launch(job_dir, sys.argv[3], cwd=work, env=os.environ)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def _launch_in_a_process_that_crashes(job_dir: Path, work: Path, command: str) -> None:
+    job_dir.mkdir()
+    work.mkdir(exist_ok=True)
+    result = subprocess.run([sys.executable, "-c", _LAUNCH_AND_CRASH, str(job_dir), str(work), command], check=False)
+    assert result.returncode == -signal.SIGKILL
+
+
+def test_a_second_process_adopts_a_job_whose_launcher_was_killed(tmp_path: Path, runner: JobRunner) -> None:
+    job_dir = tmp_path / "job"
+    release = tmp_path / "release"
+    command = f"while [ ! -e {release} ]; do sleep 0.05; done; echo finished; exit 4"
+    _launch_in_a_process_that_crashes(job_dir, tmp_path, command)
+    state = observe(job_dir)
+    assert state.state == "running", "the job must survive the SIGKILL of the process that started it"
+    assert state.record is not None
+    assert runner.adopt(job_dir, state.record)
+    assert runner.watching(job_dir)
+    release.touch()
+    _wait_for(runner, job_dir)
+    state = observe(job_dir)
+    assert (state.state, state.exit_code) == ("done", 4)
+    assert (job_dir / "stdout").read_text() == "finished\n"
+
+
+def test_a_job_gone_without_exit_code_is_lost(tmp_path: Path, runner: JobRunner) -> None:
+    job_dir = tmp_path / "job"
+    _launch_in_a_process_that_crashes(job_dir, tmp_path, "sleep 300")
+    record = JobRecord.read(job_dir)
+    assert record is not None
+    os.killpg(record.pgid, signal.SIGKILL)
+    _until(lambda: observe(job_dir).state != "running")
+    state = observe(job_dir)
+    assert state.state == "lost"
+    assert not runner.adopt(job_dir, record)
+
+
+def test_a_reused_pid_is_not_taken_for_the_job(tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    # Our own pid stands in for a job pid the kernel gave to another process since.
+    record = {
+        "pid": os.getpid(),
+        "pgid": os.getpid(),
+        "sid": os.getsid(0),
+        "start_ticks": process_start_ticks(os.getpid()) + 1,
+        "started": time.time(),
+        "mark": "x",
+    }
+    (job_dir / "job.json").write_text(json.dumps(record))
+    assert observe(job_dir).state == "lost"
+
+
+def test_an_exit_code_file_cut_short_counts_as_not_written(tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "exit_code").write_text("")
+    assert observe(job_dir).state == "absent"
+    (job_dir / "exit_code").write_text("3\n")
+    assert observe(job_dir).exit_code == 3
+
+
+def test_kill_leaves_no_process_behind(tmp_path: Path, runner: JobRunner, token: str) -> None:
+    """Background, setsid, double-forked, and setsid+double-forked+scrubbed descendants all die."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    ready = tmp_path / "ready"
+    command = textwrap.dedent(
+        f"""
+        sleep 300 &
+        setsid sleep 301 &
+        ( sleep 302 & )
+        sh -c 'setsid sleep 303 & exit 0'
+        env -i TESTMARK={token} setsid sleep 304 &
+        sh -c 'env -i TESTMARK={token} sh -c "sleep 305 & exit 0" & exit 0'
+        touch {ready}
+        wait
+        """
+    )
+    runner.launch(job_dir, command, cwd=tmp_path, env=dict(os.environ, TESTMARK=token))
+    _until(ready.exists)
+    # The job shell, four sleeps with its environment, and two with only TESTMARK.
+    _until(lambda: len(_processes_with(token)) >= 7)
+    runner.kill(job_dir, grace=0.5)
+    assert _processes_with(token) == []
+    _wait_for(runner, job_dir)
+    assert observe(job_dir).state == "lost"
+
+
+def test_kill_of_a_job_adopted_from_a_dead_launcher(tmp_path: Path, runner: JobRunner, token: str) -> None:
+    job_dir = tmp_path / "job"
+    command = f"( sleep 310 & ); TESTMARK={token} sleep 311"
+    os.environ["TESTMARK_OUTER"] = token
+    try:
+        _launch_in_a_process_that_crashes(job_dir, tmp_path, command)
+    finally:
+        del os.environ["TESTMARK_OUTER"]
+    _until(lambda: len(_processes_with(token)) >= 3)
+    fresh = JobRunner()
+    try:
+        fresh.kill(job_dir, grace=0)
+    finally:
+        fresh.close()
+    assert _processes_with(token) == []
+    assert observe(job_dir).state == "lost"
+
+
+def test_kill_ignores_a_sigterm_trap(tmp_path: Path, runner: JobRunner, token: str) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    runner.launch(job_dir, "trap '' TERM; sleep 320 & wait; wait", cwd=tmp_path, env=dict(os.environ, TESTMARK=token))
+    _until(lambda: len(_processes_with(token)) >= 2)
+    runner.kill(job_dir, grace=0.2)
+    assert _processes_with(token) == []
+
+
+_KILL_FROM_INSIDE = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from cwlbridge.backends.jobs import JobRunner
+    JobRunner().kill(Path(sys.argv[1]), grace=0)
+    print("survived")
+    """
+)
+
+
+def test_kill_never_touches_the_caller(tmp_path: Path, runner: JobRunner) -> None:
+    """A cwlbridge started inside a job carries the job's mark; killing that job spares it."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    runner.launch(job_dir, "sleep 300", cwd=tmp_path, env=os.environ)
+    record = JobRecord.read(job_dir)
+    assert record is not None
+    env = dict(os.environ, **{jobs.MARK_ENV: record.mark})
+    result = subprocess.run(
+        [sys.executable, "-c", _KILL_FROM_INSIDE, str(job_dir)], env=env, capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, "survived\n"), result.stderr
+    _wait_for(runner, job_dir)
+    assert observe(job_dir).state == "lost"
+
+
+_NESTED = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from cwlbridge.backends.jobs import JobRunner
+    inner = Path(sys.argv[1])
+    inner.mkdir()
+    JobRunner().launch(inner, sys.argv[2], cwd=inner, env=os.environ)
+    """
+)
+
+
+def test_kill_reaches_jobs_started_by_a_cwlbridge_inside_the_job(tmp_path: Path, runner: JobRunner, token: str) -> None:
+    """An inner job runs in its own session and outlives its launcher; it carries both marks."""
+    job_dir = tmp_path / "outer"
+    job_dir.mkdir()
+    inner = tmp_path / "inner"
+    script = tmp_path / "nested.py"
+    script.write_text(_NESTED)
+    command = f"{sys.executable} {script} {inner} 'sleep 330'; sleep 331"
+    runner.launch(job_dir, command, cwd=tmp_path, env=dict(os.environ, TESTMARK=token))
+    _until(lambda: (inner / "job.json").exists() and len(_processes_with(token)) >= 4)
+    record = JobRecord.read(inner)
+    assert record is not None and record.sid != JobRecord.read(job_dir).sid  # type: ignore[union-attr]
+    runner.kill(job_dir, grace=0.2)
+    assert _processes_with(token) == []
