@@ -454,3 +454,29 @@ def test_terminal_gets_a_live_table_pipe_gets_lines_quiet_gets_the_summary(tmp_p
     quiet = _cli(["run", *args, "--outds", "user.jdoe.quiet", "--quiet"], tmp_path, env)
     assert quiet.returncode == 0
     assert quiet.stdout.strip().count("\n") == 0 and "2 task(s) finished" in quiet.stdout
+
+
+def test_retry_reruns_only_the_failed_jobs(tmp_path: Path) -> None:
+    shutil.copytree(WORKFLOWS / "two-step", tmp_path / "two-step")
+    # gen's job 2 fails the first time only; a retry must rerun it alone.
+    _write_script(
+        tmp_path / "two-step" / "gen.sh",
+        """\
+        seed=$(cat "$1")
+        echo "run $seed" >> "$LEDGER"
+        if [ "$seed" = "12" ] && [ ! -e "$FIXED" ]; then exit 5; fi
+        echo "event $seed" > "$2"
+        """,
+    )
+    env = _env(LEDGER=str(tmp_path / "ledger"), FIXED=str(tmp_path / "fixed"))
+    args = ["run", "two-step/chain.cwl", "two-step/inputs.yaml", "--outds", "user.jdoe.rt"]
+    first = _cli(args, tmp_path, env)
+    assert first.returncode == 1
+    (tmp_path / "fixed").touch()
+    run = _run_dirs(tmp_path)[-1].name
+    again = _cli(["retry", run, "--task", "gen"], tmp_path, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = (tmp_path / "ledger").read_text().split("\n")
+    assert sorted(r for r in runs if r) == ["run 11", "run 12", "run 12", "run 13"]
+    listed = json.loads(_cli(["data", "ls", "user.jdoe.rt_000_gen_evt.txt/", "--json"], tmp_path, env).stdout)
+    assert len(listed["files"]) == 3

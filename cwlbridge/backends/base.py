@@ -30,6 +30,7 @@ class TaskSpec:
     retries: int = 0  # extra attempts per failed job
     env: Mapping[str, str] = field(default_factory=dict)
     growing: frozenset[str] = frozenset()  # inputs still being filled (`started` link)
+    previous: tuple[str, ...] = ()  # handles of earlier attempts: their finished jobs carry over
 
 
 @dataclass

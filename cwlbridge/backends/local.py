@@ -100,6 +100,11 @@ def _output_file(spec: OutputSpec, task: Task) -> OutputFile:
     return OutputFile.from_spec(spec, task.name)
 
 
+def _job_inputs(job: _Job) -> tuple[Any, ...]:
+    secondary = tuple(sorted((k, tuple(f.name for f in v)) for k, v in job.secondary.items()))
+    return tuple((f.dataset, f.name) for f in job.inputs), secondary
+
+
 def output_file_name(prefix: str, number: int, serial: int, name: str) -> str:
     """PanDA's name for a job's output file: ``user.jdoe.<number:08d>._<serial:06d>.<name>``."""
     return f"{prefix}.{number:08d}._{serial:06d}.{name}"
@@ -196,6 +201,7 @@ class _TaskRun:
     sandbox: Path
     env: dict[str, str]
     key: str
+    previous: list[str] = field(default_factory=list)
     jobs: list[_Job] = field(default_factory=list)
     splits: dict[str, _DatasetSplit] = field(default_factory=dict)
     closed: bool = True
@@ -206,6 +212,7 @@ class _TaskRun:
         return {
             "format": _FORMAT,
             "key": self.key,
+            "previous": self.previous,
             "name": self.name,
             "type": self.type,
             "exec": self.exec,
@@ -310,16 +317,16 @@ class LocalBackend(Backend):
         self._queue = [(r, j) for r, j in self._queue if r is not run]
         running = [j for j in run.jobs if j.phase == "running"]
         attempts = [self._attempt_dir(run, j) for j in running]
-        try:
-            self._runner.kill_all(attempts, grace=self.kill_grace)
-        finally:
-            now = time.time()
-            for attempt in attempts:
-                self._running.pop(attempt, None)
-            for job in run.jobs:
-                if job.phase in ("pending", "running"):
-                    job.phase = "cancelled"
-                    job.ended = job.ended or now
+        # Only a finished kill marks the jobs cancelled: one interrupted by a second Ctrl-C
+        # leaves them running, so the next cancel (without grace) still finds them.
+        self._runner.kill_all(attempts, grace=self.kill_grace)
+        now = time.time()
+        for attempt in attempts:
+            self._running.pop(attempt, None)
+        for job in run.jobs:
+            if job.phase in ("pending", "running"):
+                job.phase = "cancelled"
+                job.ended = job.ended or now
 
     def outputs(self, handle: str) -> list[str]:
         run = self._load(handle)
@@ -401,6 +408,7 @@ class LocalBackend(Backend):
             sandbox=Path(os.path.abspath(spec.sandbox)),
             env=dict(spec.env),
             key=spec.key,
+            previous=list(spec.previous),
         )
         run.closed = not run.growing
         run.splits = {d: _DatasetSplit() for d in in_ds}
@@ -533,6 +541,7 @@ class LocalBackend(Backend):
                 sandbox=Path(data["sandbox"]),
                 env={str(k): str(v) for k, v in data["env"].items()},
                 key=str(data["key"]),
+                previous=[str(h) for h in data.get("previous", [])],
                 jobs=[_Job.from_json(j) for j in data["jobs"]],
                 splits={k: _DatasetSplit.from_json(v) for k, v in data["splits"].items()},
                 message=str(data.get("message") or ""),
@@ -631,6 +640,8 @@ class LocalBackend(Backend):
             run.cancelled = True
             job.phase = "cancelled"
             return
+        if job.attempts == 0 and not job.reuse_attempt and self._carry_over(run, job):
+            return
         if not job.reuse_attempt:
             job.attempts += 1
         job.reuse_attempt = False
@@ -662,6 +673,25 @@ class LocalBackend(Backend):
             return
         job.phase = "running"
         self._running[attempt] = (run, job)
+
+    def _carry_over(self, run: _TaskRun, job: _Job) -> bool:
+        """Reuse the outputs of the same job (same inputs) that finished in an earlier attempt.
+
+        A retried task reruns its failed jobs only, as PanDA's retry does; the outputs of the
+        finished ones are already in the datasets under the same names.
+        """
+        wanted = (job.command, _job_inputs(job))
+        for handle in reversed(run.previous):
+            earlier = self._load(handle)
+            if earlier is None:
+                continue
+            for old in earlier.jobs:
+                if old.index == job.index and old.phase == "finished" and (old.command, _job_inputs(old)) == wanted:
+                    job.phase, job.produced, job.bytes_out = "finished", dict(old.produced), old.bytes_out
+                    job.started, job.ended, job.exit_code = old.started, old.ended, old.exit_code
+                    job.message = f"carried over from {Path(handle).name}"
+                    return True
+        return False
 
     def _stage(self, job: _Job, work: Path, sandbox: Sandbox) -> None:
         by_dataset: dict[str, list[str]] = {}

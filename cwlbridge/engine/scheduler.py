@@ -457,6 +457,11 @@ class Scheduler:
             retries=self.options.retries,
             env=self.options.env,
             growing=self._growing_inputs(node),
+            previous=tuple(
+                a.handle for a in self.state.attempts(task.name) if a.attempt < node.attempt and a.handle
+            )
+            if node.attempt > 1
+            else (),
         )
         try:
             handle = self.backends[node.backend].submit(spec)
