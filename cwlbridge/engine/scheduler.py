@@ -72,6 +72,7 @@ class Node:
     ended: float | None = None
     children: list[str] = field(default_factory=list)
     inputs_open: bool = False  # submitted before a parent ended: tell the backend when all have
+    jobs_seen: tuple[Any, ...] = ()  # the jobs as last recorded, to skip unchanged updates
 
 
 @dataclass
@@ -329,12 +330,12 @@ class Scheduler:
                 raise Interrupted()
             with self.state.transaction():
                 self._advance()
-            in_flight = list(self._flying.values())
+                in_flight = list(self._flying.values())
+                changed = self._poll(in_flight) if in_flight else False
             if not in_flight:
                 if not self._dirty and not self._held:
                     break
                 continue
-            changed = self._poll(in_flight)
             if changed:
                 delay = self.options.poll_min
                 continue
@@ -491,11 +492,10 @@ class Scheduler:
         for backend_name, nodes in by_backend.items():
             backend = self.backends[backend_name]
             statuses = backend.poll([n.handle for n in nodes if n.handle])
-            with self.state.transaction():
-                for node in nodes:
-                    status = statuses.get(node.handle or "")
-                    if status is not None and self._apply(node, status):
-                        changed = True
+            for node in nodes:
+                status = statuses.get(node.handle or "")
+                if status is not None and self._apply(node, status):
+                    changed = True
         return changed
 
     def _apply(self, node: Node, status: TaskStatus) -> bool:
@@ -503,8 +503,10 @@ class Scheduler:
         progress = (done, len(status.jobs), status.produced)
         before = (node.jobs_done, node.jobs_total, node.produced)
         node.jobs_done, node.jobs_total, node.produced = progress
-        if status.jobs:
+        seen = tuple((j.index, j.phase, j.attempts, j.exit_code, j.bytes_out) for j in status.jobs)
+        if status.jobs and seen != node.jobs_seen:
             self.state.update_jobs(node.task.name, node.attempt, status.jobs)
+            node.jobs_seen = seen
         changed = progress != before
         if status.phase == "running" and node.state == SUBMITTED:
             self._set_state(node, RUNNING)

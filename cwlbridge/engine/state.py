@@ -446,8 +446,10 @@ class RunState:
         """
         with self._lock:
             outer = self._batch.depth == 0
-            if outer:
-                self._conn.execute("BEGIN DEFERRED" if self.readonly else "BEGIN IMMEDIATE")
+            if outer and self.readonly:
+                self._conn.execute("BEGIN DEFERRED")
+            # A writer's batch begins at its first write (see _writing): a scheduling round
+            # that changes nothing costs no transaction.
             self._batch.depth += 1
             try:
                 yield
@@ -464,12 +466,18 @@ class RunState:
         """Make everything written so far durable, even inside a caller's batch (which then goes on)."""
         if self._batch.depth > 1 and self._conn.in_transaction:
             self._conn.execute("COMMIT")
-            self._conn.execute("BEGIN IMMEDIATE")
 
     def _write(self) -> contextlib.AbstractContextManager[None]:
         if self.readonly:
             raise StateError(f"run state of {self.run_id} was opened read-only")
-        return self.transaction()
+        return self._writing()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self.transaction():
+            if not self._conn.in_transaction:
+                self._conn.execute("BEGIN IMMEDIATE")
+            yield
 
     def _event(
         self,
