@@ -532,6 +532,66 @@ def test_upload_rules(reana_server: ReanaEmulator) -> None:
     assert escaping_download.status_code in (400, 404)
 
 
+def test_empty_upload_stores_an_empty_file(reana_server: ReanaEmulator) -> None:
+    # reana-server hands the body stream to RWC, which writes it out as it is: an empty
+    # body gives an empty file. The spec's `required: true` on the body is not enforced.
+    wf = create(reana_server, "empty", serial_spec("true"))
+    path = f"/api/workflows/{wf['workflow_id']}/workspace"
+    empty = call(reana_server, "POST", path, params={"file_name": "data/empty.txt"}, data=b"",
+                 headers=OCTET)
+    assert (empty.status_code, empty.json()) == (
+        200, {"message": "data/empty.txt has been successfully uploaded."})
+    workspace = reana_server.workflows()[0]["workspace"]
+    assert (workspace / "data" / "empty.txt").read_bytes() == b""
+    listing = call(reana_server, "GET", path, params={"file_name": "data"}).json()
+    assert [(i["name"], i["size"]["raw"]) for i in listing["items"]] == [("data/empty.txt", 0)]
+    downloaded = call(reana_server, "GET", f"{path}/data/empty.txt")
+    assert (downloaded.status_code, downloaded.content) == (200, b"")
+    # A required JSON body is still required.
+    bodiless = call(reana_server, "POST", "/api/secrets/", params={"overwrite": "false"})
+    assert bodiless.status_code == 400 and "Missing request body" in bodiless.json()["message"]
+
+
+def test_hostile_listing_names_unsafe_paths_on_request(reana_server: ReanaEmulator) -> None:
+    wf = create(reana_server, "hostile", serial_spec("true"))
+    path = f"/api/workflows/{wf['workflow_id']}/workspace"
+    call(reana_server, "POST", path, params={"file_name": "results/ok.txt"}, data=b"ok",
+         headers=OCTET)
+    evil = ["results/../../../escape.txt", "/etc/passwd"]
+
+    reana_server.serve_hostile_listing(evil)
+    listing = call(reana_server, "GET", path, params={"file_name": "results"}).json()
+    assert [i["name"] for i in listing["items"]] == ["results/ok.txt", *evil]
+    assert listing["total"] == 3
+    fetched = call(reana_server, "GET", f"{path}/results/..%2F..%2F..%2Fescape.txt")
+    assert fetched.status_code in (400, 404)
+
+    reana_server.serve_hostile_listing([])
+    listing = call(reana_server, "GET", path, params={"file_name": "results"}).json()
+    assert [i["name"] for i in listing["items"]] == ["results/ok.txt"]
+
+
+def test_cut_fault_breaks_a_download_half_way(reana_server: ReanaEmulator) -> None:
+    wf = create(reana_server, "cut", serial_spec("true"))
+    path = f"/api/workflows/{wf['workflow_id']}/workspace"
+    payload = os.urandom(600_000)
+    call(reana_server, "POST", path, params={"file_name": "results/big.bin"}, data=payload,
+         headers=OCTET)
+
+    reana_server.inject_faults(["cut"], method="GET", path="/workspace/results/big.bin$")
+    broken = call(reana_server, "GET", f"{path}/results/big.bin", stream=True)
+    assert broken.status_code == 200 and broken.headers["Content-Length"] == str(len(payload))
+    received = bytearray()
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for chunk in broken.iter_content(65536):
+            received += chunk
+    assert 0 < len(received) < len(payload) and payload.startswith(bytes(received))
+    assert reana_server.fault_log[-1]["kind"] == "cut"
+
+    whole = call(reana_server, "GET", f"{path}/results/big.bin")
+    assert whole.content == payload
+
+
 # --- secrets ----------------------------------------------------------------------------------
 
 

@@ -14,11 +14,11 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cwlbridge.data.rucio import DidName, download, rucio_client
+from cwlbridge.data.tarball import file_checksums, write_tar
 from cwlbridge.reana.client import ReanaClient
 from cwlbridge.reana.submitter import (
     EXIT_DEADLINE,
@@ -29,7 +29,7 @@ from cwlbridge.reana.submitter import (
     submit,
 )
 from tests.cli_run import run_cli
-from tests.servers.reana_emulator import ReanaEmulator, Response
+from tests.servers.reana_emulator import ReanaEmulator
 from tests.servers.rucio_server import RucioServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +87,7 @@ def _project(tmp_path: Path, template: str = TEMPLATE, script: str = ANALYSE) ->
     (project / "reana.yaml").write_text(template)
     (project / "code" / "analyse.sh").write_text(script)
     (project / "data" / "keep.txt").write_text("kept\n")
+    (project / "data" / "empty.txt").write_bytes(b"")
     (project / "data" / "sub" / "also.txt").write_text("kept too\n")
     (project / "data" / "skip.log").write_text("ignored by .reanaignore\n")
     (project / "data" / "link.txt").symlink_to(project / "data" / "keep.txt")
@@ -173,6 +174,7 @@ def test_script_reana_scenario_end_to_end(
     # Inputs: .reanaignore honoured, symlinks skipped, the rendered spec uploaded as reana.yaml.
     workspace = Path(wf["workspace"])
     assert (workspace / "data" / "sub" / "also.txt").is_file()
+    assert (workspace / "data" / "empty.txt").read_bytes() == b""
     assert not (workspace / "data" / "skip.log").exists() and not (workspace / "data" / "link.txt").exists()
     assert did in (workspace / "reana.yaml").read_text()
     # The tarball holds every declared output, byte for byte.
@@ -181,7 +183,7 @@ def test_script_reana_scenario_end_to_end(
     assert set(members) == {"summary.txt", "results/dataset.txt", "results/inputs.txt", "results/histograms.bin"}
     assert members["results/dataset.txt"].decode().strip() == did
     assert members["results/histograms.bin"] == (workspace / "results" / "histograms.bin").read_bytes()
-    assert members["results/inputs.txt"].decode().split() == ["keep.txt", "sub"]
+    assert members["results/inputs.txt"].decode().split() == ["empty.txt", "keep.txt", "sub"]
     # Rucio: one file in the dataset, downloaded back identical with the real DownloadClient.
     client = rucio_client()
     ds = DidName.parse(dataset)
@@ -368,23 +370,57 @@ def test_traversal_paths_from_the_server_are_refused(
 ) -> None:
     paths = _project(tmp_path)
     _reana_env(monkeypatch, reana_server)
-    key = ("GET", "/api/workflows/{workflow_id_or_name}/workspace")
-    honest = reana_server._handlers[key]
+    reana_server.serve_hostile_listing(["results/../../../escape.txt"])
 
-    def hostile(request: Any, user: Any, params: dict[str, str]) -> Response:
-        response = honest(request, user, params)
-        if response.status == 200:
-            evil = {"name": "results/../../../escape.txt", "size": {"raw": 4, "human_readable": "4 Bytes"}}
-            response.json_body["items"].append(evil)
-            response.json_body["total"] += 1
-        return response
-
-    reana_server._handlers[key] = hostile
     result = run_cli(*_submit_args(paths, "user.jdoe:evil", "--tar", "out.tar"))
 
     assert result.code == EXIT_OUTPUTS, result.text
     assert "refused" in result.err and "'..'" in result.err
     assert not (tmp_path / "escape.txt").exists() and not (paths["work"] / "out.tar").exists()
+
+
+@pytest.mark.parametrize(("tar_name", "keep"), [("out.tar", True), ("out.tgz", False)])
+def test_downloads_cut_half_way_are_fetched_again_into_an_intact_tarball(
+    reana_server: ReanaEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tar_name: str, keep: bool
+) -> None:
+    # Large enough that a download cut half-way has already put a chunk into the tarball.
+    paths = _project(tmp_path, script=ANALYSE.replace("head -c 300000", "head -c 3000000"))
+    monkeypatch.setenv("VOMSPROXY_PASS", PASSPHRASE)
+    # Two outputs each break twice half-way through their body.
+    for member in ("histograms.bin", "summary.txt"):
+        reana_server.inject_faults(["cut", "cut"], method="GET", path=f"/workspace/(results/)?{member}$")
+    client = ReanaClient(reana_server.url, reana_server.token, backoff_initial=0.01, backoff_max=0.05)
+    options = SubmitOptions(
+        template=paths["project"] / "reana.yaml",
+        workdir=paths["work"],
+        variables=[("VAR_INPUT", "user.jdoe:cut")],
+        secret_files=[paths["secrets"] / "usercert.pem", paths["secrets"] / "userkey.pem"],
+        secret_env=["VOMSPROXY_PASS", "VONAME=atlas"],
+        tar=tar_name,
+        keep_downloads=keep,
+        poll_initial=0.05,
+        poll_max=0.2,
+        environ=dict(os.environ),
+    )
+
+    result = submit(options, client=client, say=lambda _m: None)
+
+    assert [entry["kind"] for entry in reana_server.fault_log] == ["cut"] * 4
+    assert result.tar is not None
+    [wf] = reana_server.workflows()
+    workspace = Path(wf["workspace"])
+    names = ["results/dataset.txt", "results/histograms.bin", "results/inputs.txt", "summary.txt"]
+    assert list(result.outputs) == names
+    # Byte for byte the tarball of the workspace files, with checksums of what was written.
+    reference = write_tar([(name, workspace / name) for name in names], tmp_path / f"reference{Path(tar_name).suffix}")
+    assert result.tar.path.read_bytes() == reference.path.read_bytes()
+    assert (result.tar.adler32, result.tar.md5, result.tar.size) == file_checksums(result.tar.path)
+    kept = paths["work"] / ".cwlbridge" / "reana" / result.name / "outputs"
+    if keep:
+        assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == names
+        assert all((kept / name).read_bytes() == (workspace / name).read_bytes() for name in names)
+    else:
+        assert not kept.exists()
 
 
 def test_deadline_exits_6_and_leaves_the_workflow_running(

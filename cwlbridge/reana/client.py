@@ -29,6 +29,7 @@ import os
 import random
 import re
 import time
+import typing
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -232,6 +233,63 @@ class UserInfo:
     full_name: str | None
     server_version: str | None
     quota: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+# --------------------------------------------------------------------------- download sinks
+
+
+class DownloadSink(typing.Protocol):
+    """Where ``ReanaClient.stream_file`` puts the bytes of one workspace file."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take the next chunk."""
+
+    def restart(self) -> None:
+        """Drop everything written so far: the transfer starts again from the first byte."""
+
+
+class PartFile:
+    """A download sink writing ``dest.part``, which ``commit`` renames to ``dest``.
+
+    A context manager: leaving it without ``commit`` (an error) removes the part file,
+    so ``dest`` only ever appears complete.
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = Path(dest)
+        self.partial = self.dest.with_name(self.dest.name + ".part")
+        self._out: IO[bytes] | None = None
+        self._committed = False
+
+    def __enter__(self) -> PartFile:
+        self._out = self.partial.open("wb")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._out is not None:
+            self._out.close()
+        if not self._committed:
+            self.partial.unlink(missing_ok=True)
+
+    def _handle(self) -> IO[bytes]:
+        if self._out is None:
+            raise RuntimeError("PartFile is used outside its with block")
+        return self._out
+
+    def write(self, data: bytes, /) -> object:
+        return self._handle().write(data)
+
+    def restart(self) -> None:
+        out = self._handle()
+        out.seek(0)
+        out.truncate()
+
+    def commit(self) -> None:
+        """Close the part file and rename it to ``dest``."""
+        self._handle().close()
+        self._out = None
+        os.replace(self.partial, self.dest)
+        self._committed = True
 
 
 # --------------------------------------------------------------------------- internals
@@ -962,24 +1020,48 @@ class ReanaClient:
     def download_file(self, wf_id: str, path: str, dest: Path, expected_size: int | None) -> int:
         """Stream one workspace file to ``dest``; return its size in bytes.
 
-        Written to ``dest.part`` in chunks and renamed into place only when complete
-        and, if given, of ``expected_size`` bytes (from ``list_workspace``).  Server
-        paths that are absolute, contain ``..`` or globs are refused, and so is a
-        zip the server builds for a directory.  Retried from scratch on transport
-        errors.
+        Written to ``dest.part`` and renamed into place only when complete and, if
+        given, of ``expected_size`` bytes.  Refusals and retries as ``stream_file``.
+        """
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with PartFile(dest) as out:
+            written = self.stream_file(wf_id, path, out, expected_size)
+            out.commit()
+        log.debug("downloaded %s (%d bytes) to %s", path, written, dest)
+        return written
+
+    def stream_file(self, wf_id: str, path: str, sink: DownloadSink, expected_size: int | None) -> int:
+        """Stream one workspace file into ``sink`` chunk by chunk; return its size in bytes.
+
+        Server paths that are absolute, contain ``..`` or globs are refused before any
+        request, and so is a zip the server builds for a directory.  A transfer broken
+        by a transport error is retried from the first byte, after ``sink.restart()``.
+        With ``expected_size`` (from ``list_workspace``) a longer body is refused as soon
+        as it exceeds it and a shorter one at the end (``ReanaDownloadError``).
         """
         from urllib.parse import quote
 
         rel = check_relative_path(path, "download path")
         if any(char in rel for char in "*?["):
             raise ReanaDownloadError(f"download path {path!r} is a glob; list the files and fetch each")
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(dest.name + ".part")
         url_path = f"/api/workflows/{self._wf(wf_id)}/workspace/{quote(rel, safe='/')}"
         what = f"download {rel}"
 
+        def size_error(written: int) -> ReanaDownloadError:
+            return ReanaDownloadError(
+                f"{what}: got {written} bytes but the workspace listing says {expected_size}; "
+                "the file changed or the transfer is broken",
+                url=self._url(url_path),
+            )
+
+        attempts = 0
+
         def fetch() -> int:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                sink.restart()
             response = self._call("GET", url_path, what=what, stream=True)
             try:
                 content_type = response.headers.get("Content-Type", "")
@@ -992,13 +1074,14 @@ class ReanaClient:
                     )
                 written = 0
                 failure: _TransportFailure | None = None
-                with partial.open("wb") as out:
-                    try:
-                        for chunk in response.iter_content(_DOWNLOAD_CHUNK):
-                            out.write(chunk)
-                            written += len(chunk)
-                    except requests.RequestException as exc:
-                        failure = _TransportFailure(redact(f"{type(exc).__name__}: {exc}"), unsent=False)
+                try:
+                    for chunk in response.iter_content(_DOWNLOAD_CHUNK):
+                        written += len(chunk)
+                        if expected_size is not None and written > expected_size:
+                            raise size_error(written)
+                        sink.write(chunk)
+                except requests.RequestException as exc:
+                    failure = _TransportFailure(redact(f"{type(exc).__name__}: {exc}"), unsent=False)
                 if failure is not None:
                     raise failure
                 announced = response.headers.get("Content-Length", "")
@@ -1015,26 +1098,12 @@ class ReanaClient:
             before_sleep=self._retry_logger(what),
             reraise=True,
         )
-        failure: _TransportFailure | None = None
         try:
             written = retrying(fetch)
-        except _TransportFailure as exc:
-            failure = exc
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        if failure is not None:
-            partial.unlink(missing_ok=True)
-            raise ReanaUnavailableError(f"{what}: {failure.text}", url=self._url(url_path))
+        except _TransportFailure as failure:
+            raise ReanaUnavailableError(f"{what}: {failure.text}", url=self._url(url_path)) from None
         if expected_size is not None and written != expected_size:
-            partial.unlink(missing_ok=True)
-            raise ReanaDownloadError(
-                f"{what}: got {written} bytes but the workspace listing says {expected_size}; "
-                "the file changed or the transfer is broken",
-                url=self._url(url_path),
-            )
-        os.replace(partial, dest)
-        log.debug("downloaded %s (%d bytes) to %s", rel, written, dest)
+            raise size_error(written)
         return written
 
     # ---------------------------------------------------------------- secrets

@@ -44,59 +44,45 @@ def register(subparsers: Any) -> None:
     reana_sub.required = True
     epilog = _exit_epilog()
 
-    submit = reana_sub.add_parser(
-        "submit",
-        help="submit a reana.yaml template (lxplus, laptop)",
-        description=_DESCRIPTION_SUBMIT,
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = reana_sub.add_parser(
+            name,
+            help=help_text,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return made
+
+    submit = command("submit", "submit a reana.yaml template (lxplus, laptop)", _DESCRIPTION_SUBMIT)
     submit.add_argument("template", metavar="TEMPLATE", help="the reana.yaml template")
     _add_common(submit, default_tar=None)
     submit.set_defaults(handler=run_submit)
 
-    job = reana_sub.add_parser(
-        "job",
-        help="run inside a PanDA job container (pchain opt_exec)",
-        description=_DESCRIPTION_JOB,
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    job = command("job", "run inside a PanDA job container (pchain opt_exec)", _DESCRIPTION_JOB)
     job.add_argument("--spec", required=True, metavar="TEMPLATE", help="the reana.yaml template")
     _add_common(job, default_tar="output_from_reana.tar")
     job.set_defaults(handler=run_job)
 
 
+def _repeatable(group: Any, flag: str, metavar: str, help_text: str) -> None:
+    group.add_argument(flag, action="append", default=[], metavar=metavar, help=help_text + " (repeatable)")
+
+
+def _duration(group: Any, flag: str, default: float, help_text: str) -> None:
+    group.add_argument(
+        flag, type=_seconds, default=default, metavar="SECONDS", help=help_text.format(default=f"{default:g}")
+    )
+
+
 def _add_common(parser: argparse.ArgumentParser, *, default_tar: str | None) -> None:
     spec = parser.add_argument_group("template")
-    spec.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="set a value at a dotted path, e.g. inputs.parameters.did=mc20:ds (repeatable)",
-    )
-    spec.add_argument(
-        "--var",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="replace token NAME inside string values, e.g. VAR_INPUT=mc20:ds (repeatable)",
-    )
+    _repeatable(spec, "--set", "PATH=VALUE", "set a value at a dotted path, e.g. inputs.parameters.did=mc20:ds")
+    _repeatable(spec, "--var", "NAME=VALUE", "replace token NAME inside string values, e.g. VAR_INPUT=mc20:ds")
     secrets = parser.add_argument_group("secrets")
-    secrets.add_argument(
-        "--secret-file",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a file secret named by its basename, e.g. usercert.pem (repeatable)",
-    )
-    secrets.add_argument(
-        "--secret-env",
-        action="append",
-        default=[],
-        metavar="NAME[=VALUE]",
-        help="an env secret; without =VALUE the value comes from the environment (repeatable)",
+    _repeatable(secrets, "--secret-file", "PATH", "a file secret named by its basename, e.g. usercert.pem")
+    _repeatable(
+        secrets, "--secret-env", "NAME[=VALUE]", "an env secret; without =VALUE the value comes from the environment"
     )
     secrets.add_argument(
         "--wipe-secret-files", action="store_true", help="remove the --secret-file files once uploaded (and on failure)"
@@ -116,26 +102,17 @@ def _add_common(parser: argparse.ArgumentParser, *, default_tar: str | None) -> 
     )
     run.add_argument("--workdir", default=".", help="where the tarball and the state live (default: .)")
     run.add_argument("--ca-bundle", default=None, help="CA bundle for the REANA server (REANA_CA_BUNDLE)")
-    run.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=24 * 3600.0,
-        metavar="SECONDS",
-        help="give up waiting after this long (default 86400); the workflow keeps running",
+    _duration(
+        run, "--timeout", 24 * 3600.0, "give up waiting after this long (default {default}); the workflow keeps running"
     )
-    run.add_argument(
+    _duration(
+        run,
         "--stall-timeout",
-        type=_seconds,
-        default=6 * 3600.0,
-        metavar="SECONDS",
-        help="give up when the run stays created/queued/pending this long (default 21600)",
+        6 * 3600.0,
+        "give up when the run stays created/queued/pending this long (default {default})",
     )
-    run.add_argument(
-        "--poll-initial", type=_seconds, default=5.0, metavar="SECONDS", help="first polling interval (default 5)"
-    )
-    run.add_argument(
-        "--poll-max", type=_seconds, default=60.0, metavar="SECONDS", help="longest polling interval (default 60)"
-    )
+    _duration(run, "--poll-initial", 5.0, "first polling interval (default {default})")
+    _duration(run, "--poll-max", 60.0, "longest polling interval (default {default})")
     out = parser.add_argument_group("outputs")
     out.add_argument(
         "--tar",

@@ -5,8 +5,9 @@ holding the inputs REANA would get, after REANA's ``${param}`` substitution
 (``string.Template.safe_substitute``: unknown names stay, ``$$`` becomes ``$``).
 CWL workflows run through ``python -m cwltool`` on the packed specification, with
 outputs in ``outputs/`` as on REANA; without a ``docker`` command cwltool is told
-``--no-container``.  Outputs are then collected and tarred/staged out exactly as for
-a remote run (``submitter.finish_outputs``).  Secrets are not used locally: steps see
+``--no-container``.  Outputs are then collected, tarred and staged out with the same
+deterministic tarball and stage-out as a remote run (``submitter.finish_outputs``), and
+the run is recorded like one (``submitter.finish_run``).  Secrets are not used locally: steps see
 the caller's environment, where the proxy and Rucio set-up already are.
 """
 
@@ -32,6 +33,7 @@ from cwlbridge.reana.submitter import (
     WorkflowTimeout,
     collect_local_outputs,
     finish_outputs,
+    finish_run,
     input_files,
     write_state,
 )
@@ -143,15 +145,6 @@ def run_local(prepared: Prepared, options: SubmitOptions, *, say: Say) -> Submit
     members = collect_local_outputs(prepared.submission, workspace)
     say(f"local run finished: {len(members)} output file(s)")
     tar, staged = finish_outputs(members, options, say)
-    if tar is None:
-        say(f"outputs are in {workspace}")
-    write_state(Path(options.workdir), prepared.name, status="finished", outputs=[m for m, _ in members])
-    return SubmitResult(
-        name=prepared.name,
-        workflow_id=None,
-        workflow_name=None,
-        engine="local",
-        outputs=tuple(m for m, _ in members),
-        tar=tar,
-        stageout=staged,
+    return finish_run(
+        prepared, options, say, outputs=[name for name, _ in members], tar=tar, staged=staged, files_in=workspace
     )

@@ -13,9 +13,9 @@
    check the secrets a ``voms_proxy``/``rucio`` step needs exist on the server;
 5. upload the inputs and start; poll with a growing interval, an overall deadline
    and a watchdog for runs stuck before ``running``;
-6. list the declared outputs, stream each file down with its size checked, refuse
-   server paths that are absolute or contain ``..``, write the tarball and
-   optionally stage it out to Rucio.
+6. list the declared outputs, refuse server paths that are absolute or contain
+   ``..``, stream each file straight into the tarball (size checked, adler32 and
+   md5 computed on the way) and optionally stage it out to Rucio with those checksums.
 
 A small state file (``<workdir>/.cwlbridge/reana/<name>.json``: workflow id and name,
 never secrets) lets a killed submitter resume the same workflow.  The local engine
@@ -41,10 +41,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from cwlbridge.data.stageout import StageOutResult
-from cwlbridge.data.tarball import TarResult, write_tar
+from cwlbridge.data.tarball import TarMemberSizeError, TarResult, TarWriter, write_tar
 from cwlbridge.errors import EXIT_FAILURE, CwlbridgeError, RemoteError, UsageError
 from cwlbridge.reana import spec as spec_mod
 from cwlbridge.reana.client import (
+    DownloadSink,
+    PartFile,
     ReanaAlreadyStartedError,
     ReanaClient,
     ReanaDownloadError,
@@ -330,15 +332,12 @@ def _safe_output_name(name: str) -> str:
         raise OutputsIncomplete(f"refused: {exc.message}") from None
 
 
-def fetch_remote_outputs(
-    client: ReanaClient, wf_id: str, submission: Mapping[str, Any], dest_root: Path, say: Say
-) -> list[tuple[str, Path]]:
-    """Stream every declared output file of a finished workflow into ``dest_root``.
+def list_remote_outputs(client: ReanaClient, wf_id: str, submission: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(workspace path, size) of every file of the declared outputs, in name order.
 
-    Each file is listed first (directories file by file, never as the server's zip),
-    its server path checked, then streamed with its size verified.  Returns
-    (workspace path, local path) pairs; raises ``OutputsIncomplete`` when a declared
-    output has no files or the server names a path outside it.
+    Directories are listed file by file (never fetched as the server's zip) and every
+    path the server names is checked: ``OutputsIncomplete`` when it is absolute,
+    contains ``..`` or lies outside the declared output, or when an output is missing.
     """
     files, dirs = declared_outputs(submission)
     wanted: dict[str, int] = {}
@@ -362,23 +361,83 @@ def fetch_remote_outputs(
             if not name.startswith(declared + "/"):
                 raise OutputsIncomplete(f"refused: the server listed {name!r} for output directory {declared!r}")
             wanted[name] = item.size
-    if dest_root.exists():
-        shutil.rmtree(dest_root)
-    dest_root.mkdir(parents=True)
-    total = sum(wanted.values())
-    say(f"downloading {len(wanted)} output file(s), {total} bytes")
-    members: list[tuple[str, Path]] = []
-    root = dest_root.resolve()
-    for name, size in sorted(wanted.items()):
-        dest = (root / name).resolve()
-        if root not in dest.parents:
-            raise OutputsIncomplete(f"refused: output path {name!r} would land outside {root}")
-        try:
-            client.download_file(wf_id, name, dest, expected_size=size)
-        except ReanaDownloadError as exc:
-            raise OutputsIncomplete(f"output {name}: {exc.message}") from None
-        members.append((name, dest))
-    return members
+    return sorted(wanted.items())
+
+
+class _Tee:
+    """One download feeding several sinks (the tarball and a kept copy)."""
+
+    def __init__(self, sinks: Sequence[DownloadSink]) -> None:
+        self._sinks = sinks
+
+    def write(self, data: bytes, /) -> None:
+        for sink in self._sinks:
+            sink.write(data)
+
+    def restart(self) -> None:
+        for sink in self._sinks:
+            sink.restart()
+
+
+def fetch_remote_outputs(
+    client: ReanaClient,
+    wf_id: str,
+    outputs: Sequence[tuple[str, int]],
+    say: Say,
+    *,
+    tar: Path | None,
+    keep_dir: Path | None = None,
+) -> TarResult | None:
+    """Stream each listed output straight into the tarball ``tar`` and/or into ``keep_dir``.
+
+    No scratch copy: the bytes go from the HTTP stream into the tarball, checksummed on
+    the way (adler32 and md5 of the tarball come with the result).  Each file must have
+    the size the listing gave; a transfer broken half-way is fetched again from its
+    first byte, with the tarball rewound to match.  With ``keep_dir`` (``--keep-downloads``,
+    or no tarball) every file is also written there.  Failures raise ``OutputsIncomplete``.
+    """
+    if tar is None and keep_dir is None:
+        raise ValueError("fetch_remote_outputs needs a tarball, a directory or both")
+    root: Path | None = None
+    if keep_dir is not None:
+        if keep_dir.exists():
+            shutil.rmtree(keep_dir)
+        keep_dir.mkdir(parents=True)
+        root = keep_dir.resolve()
+    say(f"downloading {len(outputs)} output file(s), {sum(size for _, size in outputs)} bytes")
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(TarWriter(tar)) if tar is not None else None
+        for name, size in outputs:
+            with contextlib.ExitStack() as member_stack:
+                sinks: list[DownloadSink] = []
+                member = writer.add_stream(name, size) if writer is not None else None
+                if member is not None:
+                    sinks.append(member)
+                kept: PartFile | None = None
+                if root is not None:
+                    dest = (root / name).resolve()
+                    if root not in dest.parents:
+                        raise OutputsIncomplete(f"refused: output path {name!r} would land outside {root}")
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    kept = member_stack.enter_context(PartFile(dest))
+                    sinks.append(kept)
+                try:
+                    client.stream_file(wf_id, name, sinks[0] if len(sinks) == 1 else _Tee(sinks), size)
+                    if member is not None:
+                        member.finish()
+                except (ReanaDownloadError, TarMemberSizeError) as exc:
+                    raise OutputsIncomplete(f"output {name}: {exc.message}") from None
+                if kept is not None:
+                    kept.commit()
+        if writer is None:
+            return None
+        result = writer.close()
+    _say_written(result, say)
+    return result
+
+
+def _say_written(tar: TarResult, say: Say) -> None:
+    say(f"wrote {tar.path} ({tar.size} bytes, adler32 {tar.adler32}, md5 {tar.md5})")
 
 
 def collect_local_outputs(submission: Mapping[str, Any], workspace: Path) -> list[tuple[str, Path]]:
@@ -405,35 +464,86 @@ def collect_local_outputs(submission: Mapping[str, Any], workspace: Path) -> lis
     return sorted(members.items())
 
 
-def finish_outputs(
-    members: Sequence[tuple[str, Path]], options: SubmitOptions, say: Say
-) -> tuple[TarResult | None, StageOutResult | None]:
-    """Tar the outputs (``--tar``) and stage the tarball out (``--rucio-dataset``/``--rse``)."""
+def tar_destination(options: SubmitOptions) -> Path | None:
+    """Where the tarball goes, or None when no tarball is wanted.
+
+    ``--tar`` (relative to the work directory), else ``output_from_reana.tar`` when
+    ``--rucio-dataset`` asks for a stage-out.
+    """
     tar_name = options.tar
     if tar_name is None and options.rucio_dataset:
         tar_name = "output_from_reana.tar"
     if tar_name is None:
-        return None, None
+        return None
     tar_path = Path(tar_name)
-    if not tar_path.is_absolute():
-        tar_path = Path(options.workdir) / tar_path
+    return tar_path if tar_path.is_absolute() else Path(options.workdir) / tar_path
+
+
+def finish_outputs(
+    members: Sequence[tuple[str, Path]], options: SubmitOptions, say: Say
+) -> tuple[TarResult | None, StageOutResult | None]:
+    """Tar outputs that are on disk (``--tar``) and stage the tarball out (``--rucio-dataset``)."""
+    tar_path = tar_destination(options)
+    if tar_path is None:
+        return None, None
     result = write_tar(list(members), tar_path)
-    say(f"wrote {tar_path} ({result.size} bytes, adler32 {result.adler32}, md5 {result.md5})")
-    if not options.rucio_dataset:
-        return result, None
+    _say_written(result, say)
+    return result, stage_out_tar(result, options, say)
+
+
+def stage_out_tar(tar: TarResult | None, options: SubmitOptions, say: Say) -> StageOutResult | None:
+    """Stage the tarball out to ``--rucio-dataset`` on ``--rse`` with the checksums it was written with."""
+    if tar is None or not options.rucio_dataset:
+        return None
     from cwlbridge.data.stageout import stage_out
 
     if not options.rse:
         raise UsageError("--rucio-dataset needs --rse")
     try:
         staged = stage_out(
-            result.path, dataset=options.rucio_dataset, rse=options.rse, lifetime_days=options.rucio_lifetime_days
+            tar.path,
+            dataset=options.rucio_dataset,
+            rse=options.rse,
+            lifetime_days=options.rucio_lifetime_days,
+            checksums=tar.checksums,
         )
     except CwlbridgeError as exc:
         exc.exit_code = EXIT_STAGEOUT
         raise
     say(f"staged out {staged.scope}:{staged.name} into {staged.dataset} on {options.rse} ({staged.outcome})")
-    return result, staged
+    return staged
+
+
+def finish_run(
+    prepared: Prepared,
+    options: SubmitOptions,
+    say: Say,
+    *,
+    outputs: Sequence[str],
+    tar: TarResult | None,
+    staged: StageOutResult | None,
+    files_in: Path,
+    workflow: WorkflowSummary | None = None,
+    reused: bool = False,
+) -> SubmitResult:
+    """Record a finished run in its state file and build its result (local and remote runs).
+
+    ``files_in`` is where the output files are when there is no tarball; ``workflow``
+    is the REANA run (None for a local run).
+    """
+    if tar is None:
+        say(f"outputs are in {files_in}")
+    write_state(Path(options.workdir), prepared.name, status="finished", outputs=list(outputs))
+    return SubmitResult(
+        name=prepared.name,
+        workflow_id=workflow.id if workflow else None,
+        workflow_name=workflow.name if workflow else None,
+        engine="remote" if workflow else "local",
+        outputs=tuple(outputs),
+        tar=tar,
+        stageout=staged,
+        reused=reused,
+    )
 
 
 # --------------------------------------------------------------------------- state file
@@ -607,22 +717,21 @@ def _submit_remote(prepared: Prepared, options: SubmitOptions, client: ReanaClie
             f"REANA workflow {wf_name} ({wf_id}) is {final.status}"
             + (f"; last lines of its logs:\n{tail}" if tail else "; it left no logs"),
         )
-    dest_root = workdir / STATE_DIR / prepared.name / "outputs"
-    members = fetch_remote_outputs(client, wf_id, prepared.submission, dest_root, say)
-    tar, staged = finish_outputs(members, options, say)
-    if tar is not None and not options.keep_downloads:
-        shutil.rmtree(dest_root, ignore_errors=True)
-    elif tar is None:
-        say(f"outputs are in {dest_root}")
-    write_state(workdir, prepared.name, status="finished", outputs=[m for m, _ in members])
-    return SubmitResult(
-        name=prepared.name,
-        workflow_id=wf_id,
-        workflow_name=wf_name,
-        engine="remote",
-        outputs=tuple(m for m, _ in members),
+    outputs = list_remote_outputs(client, wf_id, prepared.submission)
+    tar_path = tar_destination(options)
+    downloads = workdir / STATE_DIR / prepared.name / "outputs"
+    keep_dir = downloads if tar_path is None or options.keep_downloads else None
+    tar = fetch_remote_outputs(client, wf_id, outputs, say, tar=tar_path, keep_dir=keep_dir)
+    staged = stage_out_tar(tar, options, say)
+    return finish_run(
+        prepared,
+        options,
+        say,
+        outputs=[name for name, _ in outputs],
         tar=tar,
-        stageout=staged,
+        staged=staged,
+        files_in=downloads,
+        workflow=WorkflowSummary(id=wf_id, name=wf_name, status=final.status),
         reused=reused,
     )
 

@@ -23,8 +23,11 @@ What it does (see tests/test_reana_emulator.py for each behaviour exercised over
   ``RUCIO_AUTH_HOST`` or the VONAME defaults). Missing secrets only print ``[ERROR]`` into the
   job log and the job still runs, as REANA's init containers do.
 * The REANA 0.9 quirks listed in shared/reference/reana.md §3 and §12.4 are reproduced, and a
-  seeded fault mode injects 5xx/429 replies, read timeouts, connection resets and replies lost
-  after the request was processed.
+  seeded fault mode injects 5xx/429 replies, read timeouts, connection resets, replies lost
+  after the request was processed and replies cut off half-way through their body.
+* Uploads with an empty body store an empty file, as reana-server and RWC do (they stream the
+  body to the workspace without checking its length). ``serve_hostile_listing`` makes the
+  workspace listing name unsafe paths, for testing that clients refuse them.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ REANA_095_SERVER_VERSION = "0.95.0a7"
 BUNDLES_CAPABILITY = "workflow-specification-bundles-v1"
 
 HTTP_FAULT_KINDS = ("500", "502", "503", "504", "429")
-TRANSPORT_FAULT_KINDS = ("timeout", "reset", "reply_lost")
+TRANSPORT_FAULT_KINDS = ("timeout", "reset", "reply_lost", "cut")
 ALL_FAULT_KINDS = HTTP_FAULT_KINDS + TRANSPORT_FAULT_KINDS
 DEFAULT_FAULT_KINDS = ("500", "502", "503", "504", "429", "timeout", "reset")
 
@@ -263,6 +266,8 @@ class Response:
     file: Path | None = None
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    #: Send only this many bytes of the body, then close the connection (fault "cut").
+    cut_at: int | None = None
 
     @classmethod
     def message(cls, status: int, text: str) -> Response:
@@ -388,9 +393,9 @@ class ReanaEmulator:
 
     Inspection: ``url``, ``token``, ``workflows()``, ``secrets()``, ``request_log``,
     ``violations``, ``warnings``, ``fault_log``. Control: ``set_faults``, ``inject_faults``,
-    ``set_rate_limit``, ``queue_delay``, ``fault_timeout_s``, ``add_user``, ``revoke_token``,
-    ``stop``. With ``protocol_095=True`` only ``/api/ping`` works (advertising the bundle
-    capability); every other call answers 501.
+    ``set_rate_limit``, ``serve_hostile_listing``, ``queue_delay``, ``fault_timeout_s``,
+    ``add_user``, ``revoke_token``, ``stop``. With ``protocol_095=True`` only ``/api/ping``
+    works (advertising the bundle capability); every other call answers 501.
     """
 
     def __init__(
@@ -429,6 +434,8 @@ class ReanaEmulator:
         self._request_counter = 0
         self._rate_limit: tuple[int, float] | None = None
         self._recent: deque[float] = deque()
+        self._hostile_names: tuple[str, ...] = ()
+        self._hostile_size = 4
         self.token = self.add_user("alice@example.org")
         self._handlers: dict[tuple[str, str], Callable[[Request, User, dict[str, str]], Response]]
         self._handlers = {
@@ -519,7 +526,9 @@ class ReanaEmulator:
         Kinds: "500", "502", "503", "504", "429" (reply with that status, request not
         processed), "timeout" (hold the connection ``fault_timeout_s`` then close it without a
         reply), "reset" (TCP reset before processing), "reply_lost" (process the request, then
-        reset instead of replying). ``rate=0`` turns injection off.
+        reset instead of replying), "cut" (process the request and reply, but close the
+        connection half-way through the body, e.g. of a download). ``rate=0`` turns injection
+        off.
         """
         unknown = set(kinds) - set(ALL_FAULT_KINDS)
         if unknown or not kinds:
@@ -552,6 +561,17 @@ class ReanaEmulator:
         with self._lock:
             self._rate_limit = None if limit is None else (limit, per_seconds)
             self._recent.clear()
+
+    def serve_hostile_listing(self, names: Iterable[str], size: int = 4) -> None:
+        """Make every workspace listing also name these paths, as a broken or hostile server might.
+
+        The entries (``size`` bytes each) are added to each listing, whatever it was asked
+        for, e.g. ``results/../../escape.txt`` or ``/etc/passwd``; nothing is created on
+        disk, so a download of one answers 400 or 404. An empty ``names`` turns it off.
+        """
+        with self._lock:
+            self._hostile_names = tuple(names)
+            self._hostile_size = size
 
     def stop(self) -> None:
         """Stop serving, kill running jobs, and remove the emulator's directory if it made it."""
@@ -637,6 +657,8 @@ class ReanaEmulator:
         self._finish(request, operation, response, fault)
         if fault == "reply_lost":
             raise _CloseWithoutReply(reset=True)
+        if fault == "cut":
+            response.cut_at = response.payload_size() // 2
         return response
 
     def _finish(
@@ -737,11 +759,15 @@ class ReanaEmulator:
                     # The secrets call parses `overwrite` itself; see _add_secrets.
                     problems.extend(_query_value_errors(parameter, values))
             elif parameter["in"] == "body":
+                raw_body = "application/octet-stream" in operation.spec.get("consumes", [])
                 if request.body_size == 0:
-                    if parameter.get("required"):
+                    # reana-server streams an upload body to RWC, which writes it to the
+                    # workspace as it is; neither checks the length, so an empty body is an
+                    # empty file (200), whatever `required` says. Only JSON bodies are missed.
+                    if parameter.get("required") and not raw_body:
                         problems.append(f"Missing request body '{name}'.")
                     continue
-                if "application/octet-stream" in operation.spec.get("consumes", []):
+                if raw_body:
                     continue
                 if request.content_type != "application/json":
                     problems.append(
@@ -1162,15 +1188,14 @@ class ReanaEmulator:
             except (json.JSONDecodeError, KeyError, IndexError, TypeError):
                 return Response.message(400, "Malformed request.")
             files = [(name, path) for name, path in files if needle in name]
-        items = []
-        for name, path in files:
-            stat = path.stat()
-            items.append({
-                "name": name,
-                "size": {"raw": stat.st_size, "human_readable": _human_size(stat.st_size)},
-                "last-modified": datetime.fromtimestamp(stat.st_mtime, timezone.utc)
-                .strftime(_TIME_FORMAT),
-            })
+        listed = [(name, path.stat().st_size, path.stat().st_mtime) for name, path in files]
+        with self._lock:
+            listed += [(name, self._hostile_size, time.time()) for name in self._hostile_names]
+        items = [{
+            "name": name,
+            "size": {"raw": size, "human_readable": _human_size(size)},
+            "last-modified": datetime.fromtimestamp(mtime, timezone.utc).strftime(_TIME_FORMAT),
+        } for name, size, mtime in listed]
         return Response(200, _paginate(items, request.arg("page"), request.arg("size")))
 
     def _download(self, request: Request, user: User, params: dict[str, str]) -> Response:
@@ -1564,11 +1589,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if response.file is not None:
                 with response.file.open("rb") as stream:
-                    shutil.copyfileobj(stream, self.wfile, _STREAM_CHUNK)
+                    if response.cut_at is None:
+                        shutil.copyfileobj(stream, self.wfile, _STREAM_CHUNK)
+                    else:
+                        self.wfile.write(stream.read(response.cut_at))
             else:
-                self.wfile.write(response.encoded())
+                self.wfile.write(response.encoded()[: response.cut_at])
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            return
+        if response.cut_at is not None:
+            # A plain close (FIN, not RST), so the client reads the part that was sent and
+            # then finds the body shorter than its Content-Length.
+            self._drop(reset=False)
 
     def do_GET(self) -> None:
         self._serve()
