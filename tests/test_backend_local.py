@@ -20,6 +20,7 @@ import pytest
 
 from cwlbridge.backends.base import FINAL_PHASES, TaskSpec, TaskStatus
 from cwlbridge.backends.containers import container_command, find_container_engine
+from cwlbridge.backends.jobs import JobRecord, observe
 from cwlbridge.backends.local import LocalBackend, output_file_name
 from cwlbridge.backends.sandbox import SANDBOX_MAX_BYTES
 from cwlbridge.backends.splitting import (
@@ -368,10 +369,10 @@ def test_a_failed_job_is_retried_in_a_fresh_directory(backend: LocalBackend, tmp
     assert status.phase == "finished", status.message
     assert status.jobs[0].attempts == 2
     first, second = Path(handle) / "000001.1", Path(handle) / "000001.2"
-    assert (first / "exit_code").read_text() == "3\n"
+    assert observe(first).exit_code == 3
     assert (first / "stderr").read_text() == "bad\n"
     assert (first / "work" / "leftover").exists() and not (second / "work" / "leftover").exists()
-    assert (second / "exit_code").read_text() == "0\n"
+    assert observe(second).exit_code == 0
 
 
 def test_retries_run_out(backend: LocalBackend, tmp_path: Path, sandbox: Path) -> None:
@@ -383,8 +384,8 @@ def test_retries_run_out(backend: LocalBackend, tmp_path: Path, sandbox: Path) -
     assert "exit code 5" in status.message and "after 3 attempts" in status.message
     assert sorted(p.name for p in Path(handle).glob("000001.*")) == ["000001.1", "000001.2", "000001.3"]
     # Backoff: each attempt started after the previous one ended (plus a growing delay).
-    ends = [float((Path(handle) / f"000001.{n}" / "exit_code").stat().st_mtime) for n in (1, 2)]
-    starts = [json.loads((Path(handle) / f"000001.{n}" / "job.json").read_text())["started"] for n in (2, 3)]
+    ends = [observe(Path(handle) / f"000001.{n}").ended or 0.0 for n in (1, 2)]
+    starts = [observe(Path(handle) / f"000001.{n}").started or 0.0 for n in (2, 3)]
     assert starts[0] >= ends[0] + 0.04 and starts[1] >= ends[1] + 0.09
 
 
@@ -488,6 +489,27 @@ def test_each_job_starts_with_a_copy_of_the_sandbox(
     ]
 
 
+def test_the_sandbox_is_read_once_as_pchain_uploads_it_once(store: LocalStore, tmp_path: Path, sandbox: Path) -> None:
+    settings = sandbox / "conf" / "settings.txt"
+    first = LocalBackend(store, containers="never", say=lambda m: None)
+    try:
+        for number, name in enumerate(["user.jdoe.test_000_a", "user.jdoe.test_001_b"]):
+            task = _task("cat conf/settings.txt", "", name=name)
+            handle = first.submit(_spec(task, tmp_path, sandbox, number=number))
+            assert _run(first, handle).phase == "finished"
+            assert _stdouts(handle) == ["alpha=1\n"]
+            settings.write_text("alpha=2, edited while the chain runs\n")
+    finally:
+        first.close()
+    later = LocalBackend(store, containers="never", say=lambda m: None)
+    try:
+        handle = later.submit(_spec(_task("cat conf/settings.txt", "", name="user.jdoe.test_002_c"), tmp_path, sandbox))
+        assert _run(later, handle).phase == "finished"
+    finally:
+        later.close()
+    assert _stdouts(handle) == ["alpha=2, edited while the chain runs\n"]
+
+
 def test_jobs_see_the_store_and_find_cwlbridge(
     backend: LocalBackend, store: LocalStore, tmp_path: Path, sandbox: Path
 ) -> None:
@@ -554,7 +576,7 @@ def test_a_job_that_ended_while_nobody_watched_is_not_run_again(
     handle = first.submit(_spec(task, tmp_path, sandbox))
     first.close()
     deadline = time.monotonic() + 30
-    while not (Path(handle) / "000001.1" / "exit_code").exists() and time.monotonic() < deadline:
+    while observe(Path(handle) / "000001.1").state != "done" and time.monotonic() < deadline:
         time.sleep(0.02)
     second = LocalBackend(store, containers="never", say=lambda m: None)
     try:
@@ -794,5 +816,5 @@ def test_a_container_step_runs_through_the_engine(store: LocalStore, tmp_path: P
     assert argv[argv.index("-w") + 1] == str(attempt / "work")
     assert argv[-3:] == ["alpine:3", "/bin/sh", str(attempt / "payload.sh")]
     assert (attempt / "payload.sh").read_text() == "echo inside > out.txt\n"
-    record = json.loads((attempt / "job.json").read_text())
-    assert record["container"] == argv[argv.index("--name") + 1]
+    record = JobRecord.read(attempt)
+    assert record is not None and record.container == argv[argv.index("--name") + 1]

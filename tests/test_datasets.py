@@ -134,6 +134,58 @@ def test_adding_more_files_keeps_the_earlier_ones(tmp_path: Path, store: LocalSt
     assert [(f.name, f.size) for f in store.list(DS)] == [("one", 1), ("two", 2)]
 
 
+def test_metadata_is_appended_to_and_read_by_every_store_object(tmp_path: Path, store: LocalStore) -> None:
+    meta = store.root / "user.jdoe" / "user.jdoe.inputs" / ".cwlbridge-dataset.json"
+    other = LocalStore(store.root)  # another process's view of the same store
+    store.create(DS)
+    assert meta.read_bytes() == b"" and other.list(DS) == []
+    inode = meta.stat().st_ino
+    store.add(DS, [("one", _write(tmp_path / "one", b"1"))])
+    assert [f.name for f in other.list(DS)] == ["one"]
+    other.add(DS, [("two", _write(tmp_path / "two", b"22")), ("three", _write(tmp_path / "three", b"333"))])
+    assert [(f.name, f.size) for f in store.list(DS)] == [("one", 1), ("three", 3), ("two", 2)]
+    lines = meta.read_text().splitlines()
+    assert meta.stat().st_ino == inode and len(lines) == 2
+    assert sorted(json.loads(lines[1])["files"]) == ["three", "two"]
+    assert [f.name for f in LocalStore(store.root).list(DS)] == ["one", "three", "two"]
+
+
+def test_an_add_cut_short_is_left_out_and_cut_off_by_the_next(tmp_path: Path, store: LocalStore) -> None:
+    store.add(DS, [("one", _write(tmp_path / "one", b"1"))])
+    meta = store.root / "user.jdoe" / "user.jdoe.inputs" / ".cwlbridge-dataset.json"
+    whole = meta.read_bytes()
+    with open(meta, "ab") as handle:
+        handle.write(b'{"files":{"half":{"si')  # what a writer killed in mid-write leaves
+
+    assert [f.name for f in LocalStore(store.root).list(DS)] == ["one"]
+    store.add(DS, [("two", _write(tmp_path / "two", b"2"))])
+
+    assert meta.read_bytes().startswith(whole) and b"half" not in meta.read_bytes()
+    assert [f.name for f in LocalStore(store.root).list(DS)] == ["one", "two"]
+
+
+def test_metadata_written_as_one_document_is_read_and_extended(tmp_path: Path, store: LocalStore) -> None:
+    ds_dir = store.root / "user.jdoe" / "user.jdoe.inputs"
+    stored = _write(ds_dir / "old.root", b"old")
+    entry = {"size": 3, "adler32": _adler32(b"old"), "md5": "x", "mtime_ns": stored.stat().st_mtime_ns}
+    document = {"format": 1, "dataset": DS, "files": {"old.root": entry}}
+    (ds_dir / ".cwlbridge-dataset.json").write_text(json.dumps(document) + "\n")
+
+    store.add(DS, [("new.root", _write(tmp_path / "new.root", b"new"))])
+
+    assert [f.name for f in LocalStore(store.root).list(DS)] == ["new.root", "old.root"]
+    assert store.fetch(DS, tmp_path / "out", names=["old.root"])[0].read_bytes() == b"old"
+
+
+def test_damaged_metadata_is_a_clear_error(tmp_path: Path, store: LocalStore) -> None:
+    store.add(DS, [("one", _write(tmp_path / "one", b"1"))])
+    meta = store.root / "user.jdoe" / "user.jdoe.inputs" / ".cwlbridge-dataset.json"
+    with open(meta, "ab") as handle:
+        handle.write(b"not json\n")
+    with pytest.raises(CwlbridgeError, match="is damaged"):
+        LocalStore(store.root).list(DS)
+
+
 def test_different_content_under_a_taken_name_is_a_conflict_and_adds_nothing(tmp_path: Path, store: LocalStore) -> None:
     store.add(DS, [("data.root", _write(tmp_path / "v1" / "data.root", b"version 1"))])
 

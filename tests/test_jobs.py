@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cwlbridge.backends import jobs
-from cwlbridge.backends.jobs import JobRecord, JobRunner, observe, process_start_ticks
+from cwlbridge.backends.jobs import JobRecord, JobRunner, append_note, job_mark, observe, read_log
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 
@@ -98,15 +98,37 @@ def test_a_job_runs_in_its_directory_with_outputs_and_exit_code(tmp_path: Path, 
     assert state.started is not None and state.ended is not None and state.ended >= state.started
     assert (job_dir / "stdout").read_text() == f"hello from {work}\n"
     assert (job_dir / "stderr").read_text() == "oops\n"
-    saved = json.loads((job_dir / "job.json").read_text())
-    assert saved["pid"] == record.pid and saved["start_ticks"] == record.start_ticks > 0
+    first, second = (job_dir / "job.jsonl").read_text().splitlines()
+    assert json.loads(first)["pid"] == record.pid and json.loads(second) == {"exit": 7}
+    assert sorted(p.name for p in job_dir.iterdir()) == ["job.jsonl", "stderr", "stdout"]
     assert runner.running == 0
+
+
+def test_the_command_runs_as_sh_c_would_run_it(tmp_path: Path, runner: JobRunner) -> None:
+    """No positional parameters, `exit` ends the command only, syntax errors give exit code 2."""
+    cases = {
+        "args": ('echo "$# [$1]"; false; echo "status $?"', 0, "0 []\nstatus 1\n"),
+        "exit": ("echo before; exit 5; echo after", 5, "before\n"),
+        "exec": ("exec sh -c 'echo replaced; exit 6'", 6, "replaced\n"),
+        "syntax": ("if then fi", 2, ""),
+        "empty": ("", 0, ""),
+    }
+    for name, (command, _, _) in cases.items():
+        (tmp_path / name).mkdir()
+        runner.launch(tmp_path / name, command, cwd=tmp_path, env=os.environ)
+    pending = {tmp_path / name for name in cases}
+    deadline = time.monotonic() + 30
+    while pending and time.monotonic() < deadline:
+        pending -= set(runner.wait(1.0))
+    assert not pending, f"{pending} did not end in time"
+    for name, (_, code, out) in cases.items():
+        assert (observe(tmp_path / name).exit_code, (tmp_path / name / "stdout").read_text()) == (code, out), name
 
 
 def test_exit_by_signal_and_a_failing_cd_still_give_an_exit_code(tmp_path: Path, runner: JobRunner) -> None:
     killed = tmp_path / "killed"
     killed.mkdir()
-    runner.launch(killed, "kill -9 $$", cwd=tmp_path, env=os.environ)
+    runner.launch(killed, "sh -c 'kill -9 $$'", cwd=tmp_path, env=os.environ)
     _wait_for(runner, killed)
     assert observe(killed).exit_code == 128 + 9
     nowhere = tmp_path / "nowhere"
@@ -197,29 +219,54 @@ def test_a_job_gone_without_exit_code_is_lost(tmp_path: Path, runner: JobRunner)
     assert not runner.adopt(job_dir, record)
 
 
-def test_a_reused_pid_is_not_taken_for_the_job(tmp_path: Path) -> None:
-    job_dir = tmp_path / "job"
+def _log_with_record(job_dir: Path, pid: int, mark: str) -> None:
     job_dir.mkdir()
-    # Our own pid stands in for a job pid the kernel gave to another process since.
-    record = {
-        "pid": os.getpid(),
-        "pgid": os.getpid(),
-        "sid": os.getsid(0),
-        "start_ticks": process_start_ticks(os.getpid()) + 1,
-        "started": time.time(),
-        "mark": "x",
-    }
-    (job_dir / "job.json").write_text(json.dumps(record))
+    record = JobRecord(pid=pid, pgid=pid, sid=pid, started=time.time(), mark=mark)
+    (job_dir / "job.jsonl").write_text(json.dumps(record.to_json()) + "\n")
+
+
+def test_a_reused_pid_is_not_taken_for_the_job(tmp_path: Path) -> None:
+    """A live session leader with the job's pid counts only if it carries the job's mark."""
+    stranger_dir, job_dir = tmp_path / "stranger", tmp_path / "job"
+    mark = job_mark(job_dir)
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    marked = subprocess.Popen(["sleep", "60"], start_new_session=True, env=dict(os.environ, **{jobs.MARK_ENV: mark}))
+    try:
+        # The stranger stands in for a process the kernel gave the job's pid to since.
+        _log_with_record(stranger_dir, stranger.pid, mark)
+        assert observe(stranger_dir).state == "lost"
+        assert not JobRunner().adopt(stranger_dir, JobRecord.read(stranger_dir))  # type: ignore[arg-type]
+        _log_with_record(job_dir, marked.pid, mark)
+        assert observe(job_dir).state == "running"
+    finally:
+        for proc in (stranger, marked):
+            proc.kill()
+            proc.wait()
     assert observe(job_dir).state == "lost"
 
 
-def test_an_exit_code_file_cut_short_counts_as_not_written(tmp_path: Path) -> None:
+def test_only_whole_log_lines_count(tmp_path: Path) -> None:
+    """An unfinished line is not written yet; a line cut short and followed by another is skipped."""
     job_dir = tmp_path / "job"
-    job_dir.mkdir()
-    (job_dir / "exit_code").write_text("")
-    assert observe(job_dir).state == "absent"
-    (job_dir / "exit_code").write_text("3\n")
-    assert observe(job_dir).exit_code == 3
+    _log_with_record(job_dir, 2**22 + 17, "x")  # above any pid_max: no such process
+    log = job_dir / "job.jsonl"
+    with open(log, "a") as handle:
+        handle.write('{"exit":')
+    assert observe(job_dir).state == "lost"
+    with open(log, "a") as handle:
+        handle.write("3}\n")
+    state = observe(job_dir)
+    assert state.started is not None and state.ended == max(log.stat().st_mtime, state.started)
+    assert (state.state, state.exit_code) == ("done", 3)
+    with open(log, "a") as handle:
+        handle.write('{"outp')  # a note cut short by a kill, then written again
+    ended = time.time() + 5
+    append_note(job_dir, {"outputs": ["a"], "ended": ended})
+    state = observe(job_dir)
+    assert state.notes == ({"outputs": ["a"], "ended": ended},) and state.ended == ended
+    assert read_log(tmp_path / "nothing-here").record is None
+    append_note(tmp_path, {"failure": "could not start"})
+    assert observe(tmp_path).state == "absent" and observe(tmp_path).notes == ({"failure": "could not start"},)
 
 
 def test_kill_leaves_no_process_behind(tmp_path: Path, runner: JobRunner, token: str) -> None:
@@ -324,7 +371,7 @@ def test_kill_reaches_jobs_started_by_a_cwlbridge_inside_the_job(tmp_path: Path,
     script.write_text(_NESTED)
     command = f"{sys.executable} {script} {inner} 'sleep 330'; sleep 331"
     runner.launch(job_dir, command, cwd=tmp_path, env=dict(os.environ, TESTMARK=token))
-    _until(lambda: (inner / "job.json").exists() and len(_processes_with(token)) >= 4)
+    _until(lambda: JobRecord.read(inner) is not None and len(_processes_with(token)) >= 4)
     record = JobRecord.read(inner)
     assert record is not None and record.sid != JobRecord.read(job_dir).sid  # type: ignore[union-attr]
     runner.kill(job_dir, grace=0.2)

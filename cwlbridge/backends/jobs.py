@@ -2,35 +2,43 @@
 
 A job runs in its own session (process group and session id = the wrapper's pid) through a
 tiny ``/bin/sh`` wrapper.  The wrapper waits for a go-ahead on a pipe, so the command never
-runs before ``job.json`` records it: if cwlbridge dies in between, the wrapper reads end of
-file and exits without running anything.  It then runs the command with ``/bin/sh -c`` (as
-prun's job wrapper does with ``os.system``), stdout/stderr sent to files, and writes the exit
-code when the command ends.  Because the
-job is not in cwlbridge's process group, Ctrl-C and SIGKILL of cwlbridge leave it running, and
-a later cwlbridge can adopt it from the files alone.
+runs before the job's record is written: if cwlbridge dies in between, the wrapper reads end
+of file and exits without running anything.  It then runs the command in a subshell with
+``eval`` (a fork, where a second ``/bin/sh -c`` would add an exec: half a millisecond per job
+on the machine this was measured on), stdout/stderr sent to files, and appends the exit code
+when the command ends.  ``exit`` in the command ends the subshell only, so its code is
+recorded; ``$$`` is the wrapper's pid, which is the job's process group and session.
+Because the job is not in cwlbridge's process group, Ctrl-C and SIGKILL of cwlbridge leave
+it running, and a later cwlbridge can adopt it from the files alone.
 
 A job directory holds (nothing else is written there):
 
-- ``job.json``: pid, pgid, sid, ``start_ticks`` (field 22 of /proc/<pid>/stat, to tell a
-  reused pid apart), ``started`` (epoch seconds), ``mark``, a container name if any, and the
-  command (``/bin/sh`` text)
+- ``job.jsonl``: the job's log, one JSON object a line, only ever appended to: first the
+  record (pid, pgid, sid, ``started`` in epoch seconds, ``mark``, a container name if any,
+  and the command), written before the go-ahead; then ``{"exit": CODE}``, appended by the
+  wrapper; then whatever the caller notes with ``append_note`` (e.g. that the outputs are
+  stored).  One file instead of a record, an exit-code file and notes: creating a file is
+  the dearest step of starting a job on a disk-backed file system, appending is not.
 - ``stdout``, ``stderr``: the command's output
-- ``exit_code``: ``"<code>\\n"``, present once the command ended
 
-The exit code is written with one shell redirection rather than tmp + ``mv``: ``mv`` is a
-fork and exec per job (about 1.5 ms here), and a two-to-four byte ``write`` is never split,
-so the only in-between state is an empty file.  Readers take the file as written only when
-it ends with a newline; an empty file whose wrapper is gone means the wrapper was killed
-while writing, which is a lost attempt like any other kill.
+Every line goes out in one ``write`` with ``O_APPEND``, so a reader sees whole lines plus at
+most an unfinished last one (no newline yet, or cut short by a kill), which it ignores: an
+unfinished record means no go-ahead was given (nothing ran), and a note is written again by
+whoever wrote it.  The end time of a job is the log's mtime when the exit code is its last
+line; a note written later carries ``ended`` so the time survives.
 
-Every process of a job carries ``CWLBRIDGE_JOB_MARK`` in its environment (a job started
-inside a job appends its own token), so a kill finds descendants that left the session or
-were re-parented to init, also after cwlbridge restarted.
+A pid is taken for the job's wrapper only while that process leads its own session and
+carries the job's mark in its environment (checked in ``/proc/<pid>/environ`` when a job is
+adopted or looked at, never at launch), so a pid reused by another process is not mistaken
+for the job.  Every process of a job carries ``CWLBRIDGE_JOB_MARK`` in its environment (a
+job started inside a job appends its own token), so a kill finds descendants that left the
+session or were re-parented to init, also after cwlbridge restarted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -40,19 +48,18 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cwlbridge.errors import CwlbridgeError
 
 #: Environment variable holding the job tokens of every process of a job (":"-separated).
 MARK_ENV = "CWLBRIDGE_JOB_MARK"
 
-RECORD_FILE = "job.json"
+LOG_FILE = "job.jsonl"
 STDOUT_FILE = "stdout"
 STDERR_FILE = "stderr"
-EXIT_FILE = "exit_code"
 
 #: Linux refuses a single argument longer than 128 KiB (MAX_ARG_STRLEN).
 MAX_COMMAND_BYTES = 120 * 1024
@@ -60,14 +67,16 @@ MAX_COMMAND_BYTES = 120 * 1024
 NOT_STARTED_EXIT = 111
 
 _SH = "/bin/sh"
-# $1: job directory, $2: working directory, $3: the command.
+# $1: job directory, $2: working directory, $3: the command.  `shift 3` leaves the command
+# without positional parameters, as `sh -c` would.
 _WRAPPER = (
     "IFS= read -r __cwlb_go || :\n"
     f'[ "$__cwlb_go" = go ] || exit {NOT_STARTED_EXIT}\n'
-    "__cwlb_dir=$1\n"
-    'cd "$2" || { printf "127\\n" >"$__cwlb_dir/exit_code"; exit 0; }\n'
-    '/bin/sh -c "$3" </dev/null >"$__cwlb_dir/stdout" 2>"$__cwlb_dir/stderr"\n'
-    'printf "%d\\n" "$?" >"$__cwlb_dir/exit_code"\n'
+    "__cwlb_dir=$1 __cwlb_cmd=$3\n"
+    f'cd "$2" || {{ printf \'{{"exit":127}}\\n\' >>"$__cwlb_dir/{LOG_FILE}"; exit 0; }}\n'
+    "shift 3\n"
+    f'( eval "$__cwlb_cmd" ) </dev/null >"$__cwlb_dir/{STDOUT_FILE}" 2>"$__cwlb_dir/{STDERR_FILE}"\n'
+    f'printf \'{{"exit":%d}}\\n\' "$?" >>"$__cwlb_dir/{LOG_FILE}"\n'
 )
 
 JobStateName = Literal["absent", "running", "done", "lost"]
@@ -75,34 +84,103 @@ JobStateName = Literal["absent", "running", "done", "lost"]
 
 @dataclass(frozen=True)
 class JobRecord:
-    """What ``job.json`` says about a started job."""
+    """What the first line of ``job.jsonl`` says about a started job."""
 
     pid: int
     pgid: int
     sid: int
-    start_ticks: int
     started: float
     mark: str
     container: str | None = None
     command: str = ""
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "sid": self.sid,
+            "started": self.started,
+            "mark": self.mark,
+            "container": self.container,
+            "command": self.command,
+        }
+
     @classmethod
-    def read(cls, job_dir: Path) -> JobRecord | None:
-        """The record in ``job_dir``, or None when there is none (or it is unreadable)."""
+    def from_json(cls, data: Mapping[str, Any]) -> JobRecord | None:
+        """The record in a parsed log line, or None when the line is not a whole record."""
         try:
-            data = json.loads((job_dir / RECORD_FILE).read_text(encoding="utf-8"))
             return cls(
                 pid=int(data["pid"]),
                 pgid=int(data["pgid"]),
                 sid=int(data["sid"]),
-                start_ticks=int(data["start_ticks"]),
                 started=float(data["started"]),
                 mark=str(data["mark"]),
                 container=data.get("container") or None,
                 command=str(data.get("command") or ""),
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
+
+    @classmethod
+    def read(cls, job_dir: Path) -> JobRecord | None:
+        """The record in ``job_dir``, or None when there is none (or it is unreadable)."""
+        return read_log(job_dir).record
+
+
+@dataclass(frozen=True)
+class JobLog:
+    """What a job's log holds so far: its record, exit code, and the notes added after."""
+
+    record: JobRecord | None = None
+    exit_code: int | None = None
+    notes: tuple[dict[str, Any], ...] = ()
+    mtime: float | None = None  # when the log was last written
+
+
+def read_log(job_dir: Path) -> JobLog:
+    """Parse ``job.jsonl`` in ``job_dir`` (an absent or unreadable log is an empty one).
+
+    Only whole lines count: an unfinished last line, or a line that is not a JSON object
+    (what remains of one cut short, with a later line appended), is left out.
+    """
+    try:
+        with open(os.path.join(job_dir, LOG_FILE), "rb") as handle:
+            raw = handle.read()
+            mtime = os.fstat(handle.fileno()).st_mtime
+    except OSError:
+        return JobLog()
+    record: JobRecord | None = None
+    exit_code: int | None = None
+    notes: list[dict[str, Any]] = []
+    for line in raw.split(b"\n")[:-1]:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        if "pid" in data:
+            record = record or JobRecord.from_json(data)
+        elif "exit" in data:
+            if exit_code is None and isinstance(data["exit"], int):
+                exit_code = data["exit"]
+        else:
+            notes.append(data)
+    return JobLog(record, exit_code, tuple(notes), mtime)
+
+
+def append_note(job_dir: Path, note: Mapping[str, Any]) -> None:
+    """Append one line to the job's log (created if the job never started); one ``write``."""
+    line = (json.dumps(note, separators=(",", ":")) + "\n").encode("utf-8")
+    fd = os.open(os.path.join(job_dir, LOG_FILE), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        # After a line cut short, start a new one, so that this one is whole.
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -111,7 +189,8 @@ class JobState:
 
     ``absent``: never started (safe to start in this directory); ``running``: its wrapper is
     alive; ``done``: the command ended with ``exit_code``; ``lost``: started, but the wrapper
-    is gone without an exit code (killed, or the machine went down).
+    is gone without an exit code (killed, or the machine went down).  ``notes`` are the
+    lines appended with ``append_note``, in order.
     """
 
     state: JobStateName
@@ -119,6 +198,7 @@ class JobState:
     started: float | None = None
     ended: float | None = None
     record: JobRecord | None = None
+    notes: tuple[dict[str, Any], ...] = ()
 
 
 def job_mark(job_dir: Path) -> str:
@@ -126,39 +206,30 @@ def job_mark(job_dir: Path) -> str:
     return hashlib.sha1(str(job_dir).encode("utf-8")).hexdigest()[:20]
 
 
-def read_exit_code(job_dir: Path) -> tuple[int, float] | None:
-    """(exit code, time written) once the wrapper wrote a complete exit code, else None."""
-    path = job_dir / EXIT_FILE
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read(32)
-            ended = os.fstat(handle.fileno()).st_mtime
-    except OSError:
-        return None
-    if not text.endswith(b"\n"):
-        return None
-    try:
-        return int(text), ended
-    except ValueError:
-        return None
+def _done(log: JobLog) -> JobState:
+    started = log.record.started if log.record else None
+    ended = next((float(n["ended"]) for n in log.notes if isinstance(n.get("ended"), (int, float))), log.mtime)
+    if ended is not None and started is not None:
+        # File times come from a clock that ticks every few milliseconds: never before the start.
+        ended = max(ended, started)
+    return JobState("done", log.exit_code, started, ended, log.record, log.notes)
 
 
 def observe(job_dir: Path) -> JobState:
     """Look at a job directory: absent, running, done or lost (see JobState)."""
-    finished = read_exit_code(job_dir)
-    record = JobRecord.read(job_dir)
-    started = record.started if record else None
-    if finished is not None:
-        return JobState("done", finished[0], started, finished[1], record)
+    log = read_log(job_dir)
+    if log.exit_code is not None:
+        return _done(log)
+    record = log.record
     if record is None:
-        return JobState("absent")
-    if process_alive(record.pid, record.start_ticks):
-        return JobState("running", None, started, None, record)
+        return JobState("absent", notes=log.notes)
+    if is_job_wrapper(record.pid, record.mark):
+        return JobState("running", None, record.started, None, record, log.notes)
     # It may have written its code between the two looks.
-    finished = read_exit_code(job_dir)
-    if finished is not None:
-        return JobState("done", finished[0], started, finished[1], record)
-    return JobState("lost", None, started, None, record)
+    log = read_log(job_dir)
+    if log.exit_code is not None:
+        return _done(log)
+    return JobState("lost", None, record.started, None, record, log.notes)
 
 
 # -- /proc ----------------------------------------------------------------------------------
@@ -171,7 +242,6 @@ class _Proc:
     pgid: int
     sid: int
     state: str
-    start_ticks: int
 
 
 def _read_stat(pid: int) -> _Proc | None:
@@ -183,19 +253,19 @@ def _read_stat(pid: int) -> _Proc | None:
     # The command name is in parentheses and may contain anything, so split after the last ')'.
     fields = raw[raw.rfind(b")") + 2 :].split()
     try:
-        return _Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0].decode(), int(fields[19]))
+        return _Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0].decode())
     except (IndexError, ValueError):
         return None
 
 
-def process_start_ticks(pid: int) -> int:
-    """When ``pid`` started, in clock ticks since boot (0 where /proc is not available)."""
-    proc = _read_stat(pid)
-    return proc.start_ticks if proc is not None else 0
+def is_job_wrapper(pid: int, mark: str) -> bool:
+    """True if ``pid`` is the live wrapper of the job marked ``mark`` (zombies are not).
 
-
-def process_alive(pid: int, start_ticks: int) -> bool:
-    """True if ``pid`` runs and is the process that started at ``start_ticks`` (zombies are not)."""
+    The wrapper leads its own session and has the mark in its environment; a process that
+    got the pid since (the kernel reuses them) has neither, and the job's own processes do
+    not lead a session of their own unless they ran setsid.  Without /proc, any live process
+    with that pid counts.
+    """
     proc = _read_stat(pid)
     if proc is None:
         if os.path.isdir("/proc/self"):
@@ -207,7 +277,7 @@ def process_alive(pid: int, start_ticks: int) -> bool:
         except PermissionError:
             return True
         return True
-    return proc.state not in ("Z", "X") and (start_ticks == 0 or proc.start_ticks == start_ticks)
+    return proc.state not in ("Z", "X") and proc.sid == pid and _has_mark(pid, {mark.encode()})
 
 
 def _all_procs() -> list[_Proc]:
@@ -237,12 +307,16 @@ def job_processes(records: Sequence[JobRecord]) -> set[int]:
     """Every live process of these jobs: each job's session while its wrapper lives, processes
     carrying its mark, and all their descendants (by parent pid)."""
     if not os.path.isdir("/proc/self"):
-        return {r.pid for r in records if process_alive(r.pid, r.start_ticks)}
+        return {r.pid for r in records if is_job_wrapper(r.pid, r.mark)}
     procs = [p for p in _all_procs() if p.state not in ("Z", "X")]
     protected = _ancestors(os.getpid())
     by_pid = {p.pid: p for p in procs}
     # A session id is only trusted while its leader is our wrapper (ids get reused).
-    sessions = {r.sid for r in records if (w := by_pid.get(r.pid)) is not None and w.start_ticks == r.start_ticks}
+    sessions = {
+        r.sid
+        for r in records
+        if (w := by_pid.get(r.pid)) is not None and w.sid == w.pid and _has_mark(w.pid, {r.mark.encode()})
+    }
     tokens = {r.mark.encode() for r in records}
     found: set[int] = set()
     for proc in procs:
@@ -284,7 +358,7 @@ def _signal_all(pids: Iterable[int], sig: int) -> None:
 class _Watch:
     job_dir: Path
     pid: int
-    start_ticks: int
+    mark: str
     child: bool  # started by this process, so it must be reaped here
     pidfd: int | None
 
@@ -336,7 +410,7 @@ class JobRunner:
         try:
             pid = os.posix_spawn(
                 _SH,
-                [_SH, "-c", _WRAPPER, "sh", str(job_dir), str(cwd), command],
+                [_SH, "-c", _WRAPPER, _SH, str(job_dir), str(cwd), command],
                 environ,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, go_r, 0),
@@ -350,12 +424,18 @@ class JobRunner:
             raise CwlbridgeError(f"cannot start a job in {job_dir}: {exc.strerror or exc}") from exc
         finally:
             os.close(go_r)
+        record = JobRecord(
+            pid=pid, pgid=pid, sid=pid, started=time.time(), mark=mark, container=container, command=command
+        )
         try:
-            record = JobRecord(
-                pid=pid, pgid=pid, sid=pid, start_ticks=process_start_ticks(pid), started=time.time(),
-                mark=mark, container=container, command=command,
-            )  # fmt: skip
-            _write_json_atomic(job_dir / RECORD_FILE, asdict(record))
+            # Truncated: what a launcher killed before its go-ahead left is not a record.
+            line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode("utf-8")
+            fd = os.open(job_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.EIO, "the record was written in part")
+            finally:
+                os.close(fd)
         except OSError as exc:
             # No go-ahead: the wrapper reads end of file and exits without running the command.
             os.close(go_w)
@@ -365,7 +445,7 @@ class JobRunner:
             os.write(go_w, b"go\n")
         finally:
             os.close(go_w)
-        self._add_watch(_Watch(job_dir, pid, record.start_ticks, True, _pidfd(pid)))
+        self._add_watch(_Watch(job_dir, pid, mark, True, _pidfd(pid)))
         return record
 
     def adopt(self, job_dir: Path, record: JobRecord) -> bool:
@@ -375,11 +455,11 @@ class JobRunner:
             return True
         pidfd = _pidfd(record.pid)
         # The pidfd pins the process, so this check cannot race with pid reuse.
-        if not process_alive(record.pid, record.start_ticks):
+        if not is_job_wrapper(record.pid, record.mark):
             if pidfd is not None:
                 os.close(pidfd)
             return False
-        self._add_watch(_Watch(job_dir, record.pid, record.start_ticks, False, pidfd))
+        self._add_watch(_Watch(job_dir, record.pid, record.mark, False, pidfd))
         return True
 
     def watching(self, job_dir: Path) -> bool:
@@ -430,7 +510,7 @@ class JobRunner:
                 done = watch.pid
             if done == 0:
                 return
-        elif process_alive(watch.pid, watch.start_ticks):
+        elif is_job_wrapper(watch.pid, watch.mark):
             return
         self._forget(watch)
         self._ended.append(watch.job_dir)
@@ -545,10 +625,3 @@ def _stop_container(name: str) -> None:
                 [path, "kill", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False
             )
         return
-
-
-def _write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)

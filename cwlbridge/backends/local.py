@@ -10,16 +10,18 @@ Everything lives under the task attempt's ``TaskSpec.workdir``, which is also th
     task.json               what to run: the task, its outputs, and the jobs cut so far
     inputs-closed           growing inputs are complete (``inputs_closed`` was called)
     cancelled               the task was cancelled
-    000001.1/               job 1, attempt 1: a ``jobs.JobRunner`` job directory (job.json,
-                            stdout, stderr, exit_code), plus
+    000001.1/               job 1, attempt 1: a ``jobs.JobRunner`` job directory, plus
+        job.jsonl           the job's log (``jobs``): its record and exit code, then a note
+                            that its outputs are stored (the attempt is finished), or why
+                            it failed when the exit code does not say it
+        stdout, stderr      the command's output
         work/               the job's working directory (sandbox copy, inputs, outputs)
-        failure             why the attempt failed when the exit code does not say it
-        outputs.json        the outputs were registered (the attempt is finished)
 
 so a later cwlbridge process (a resumed run, or ``cwlbridge kill``) picks up where this one
 stopped: it adopts running jobs, starts those not started, and never reruns an attempt
-that has an exit code.  Directories are few and flat on purpose: making a directory and
-files in it is the dearest part of starting a job on a disk-backed file system.
+that has an exit code.  Files and directories are few on purpose: creating them is the
+dearest part of starting a job on a disk-backed file system, so what the backend learns
+about a job is appended to the job's log rather than written to files of its own.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 
 from cwlbridge.backends.base import Backend, JobInfo, Phase, TaskSpec, TaskStatus
 from cwlbridge.backends.containers import PAYLOAD_FILE, container_command, find_container_engine
-from cwlbridge.backends.jobs import MARK_ENV, JobRunner, JobState, job_mark, observe
+from cwlbridge.backends.jobs import MARK_ENV, JobRunner, JobState, append_note, job_mark, observe
 from cwlbridge.backends.sandbox import SANDBOX_MANY_FILES, Sandbox
 from cwlbridge.backends.splitting import (
     InputFile,
@@ -66,8 +68,6 @@ CONTAINER_CHOICES: tuple[str, ...] = ("never", "auto", "docker", "apptainer")
 TASK_FILE = "task.json"
 CLOSED_FILE = "inputs-closed"
 CANCELLED_FILE = "cancelled"
-FAILURE_FILE = "failure"
-OUTPUTS_FILE = "outputs.json"
 _FORMAT = 1
 _UNSUPPORTED = {"phpo": "PanDA's HPO service", "gitlab": "PanDA's GitLab CI service"}
 
@@ -220,7 +220,7 @@ class _TaskRun:
             "container": self.container,
             "in_ds": self.in_ds,
             "growing": sorted(self.growing),
-            "outputs": [dataclasses.asdict(o) for o in self.outputs],
+            "outputs": [{"pattern": o.pattern, "dataset": o.dataset, "file": o.file} for o in self.outputs],
             "number": self.number,
             "retries": self.retries,
             "sandbox": str(self.sandbox),
@@ -577,7 +577,7 @@ class LocalBackend(Backend):
         attempt = self._attempt_dir(run, job)
         state = observe(attempt)
         job.started = state.started
-        if state.state == "absent" and not (attempt / FAILURE_FILE).exists():
+        if state.state == "absent" and _failure(state.notes) is None:
             if run.cancelled:
                 job.phase = "cancelled"
             else:
@@ -666,10 +666,11 @@ class LocalBackend(Backend):
             self._runner.launch(attempt, command, cwd=work, env=env, container=container)
         except (CwlbridgeError, OSError) as err:
             message = err.message if isinstance(err, CwlbridgeError) else f"{err.strerror or err}: {err.filename}"
+            note = {"failure": f"could not start: {message}"}
             with contextlib.suppress(OSError):
                 attempt.mkdir(parents=True, exist_ok=True)
-                (attempt / FAILURE_FILE).write_text(f"could not start: {message}\n", encoding="utf-8")
-            self._attempt_ended(run, job, JobState("absent"))
+                append_note(attempt, note)
+            self._attempt_ended(run, job, JobState("absent", notes=(note,)))
             return
         job.phase = "running"
         self._running[attempt] = (run, job)
@@ -720,14 +721,15 @@ class LocalBackend(Backend):
         job.ended = state.ended or time.time()
         if state.started is not None:
             job.started = state.started
-        if (attempt / OUTPUTS_FILE).exists():
-            self._read_outputs(job, attempt)
+        stored = next((n for n in state.notes if "outputs" in n), None)
+        if stored is not None:
+            self._read_outputs(job, stored)
             return
         if run.cancelled or (run.workdir / CANCELLED_FILE).exists():
             run.cancelled = True
             job.phase = "cancelled"
             return
-        failure = _read_text(attempt / FAILURE_FILE)
+        failure = _failure(state.notes)
         if failure is None and state.state == "done" and state.exit_code == 0:
             try:
                 self._register_outputs(run, job, attempt)
@@ -735,7 +737,7 @@ class LocalBackend(Backend):
             except _MissingOutput as missing:
                 failure = str(missing)
                 with contextlib.suppress(OSError):
-                    (attempt / FAILURE_FILE).write_text(failure + "\n", encoding="utf-8")
+                    append_note(attempt, {"failure": failure, "ended": job.ended})
             except (CwlbridgeError, OSError) as err:
                 reason = err.message if isinstance(err, CwlbridgeError) else f"{err.strerror or err}"
                 failure = f"its outputs could not be stored: {reason}"
@@ -768,15 +770,15 @@ class LocalBackend(Backend):
             stored = self.store.add(dataset, items)
             produced[dataset] = [s.name for s in stored]
             total += sum(s.size for s in stored)
-        _write_json(attempt / OUTPUTS_FILE, {"datasets": produced, "bytes": total})
+        # Written again (store.add is idempotent) if this process dies before the note is whole.
+        append_note(attempt, {"outputs": produced, "bytes": total, "ended": job.ended})
         job.produced, job.bytes_out, job.phase, job.message = produced, total, "finished", ""
 
-    def _read_outputs(self, job: _Job, attempt: Path) -> None:
+    def _read_outputs(self, job: _Job, note: Mapping[str, Any]) -> None:
         try:
-            data = json.loads((attempt / OUTPUTS_FILE).read_text(encoding="utf-8"))
-            job.produced = {str(k): [str(n) for n in v] for k, v in data["datasets"].items()}
-            job.bytes_out = int(data["bytes"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            job.produced = {str(k): [str(n) for n in v] for k, v in note["outputs"].items()}
+            job.bytes_out = int(note["bytes"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             job.produced, job.bytes_out = {}, 0
         job.phase, job.message = "finished", ""
 
@@ -932,14 +934,18 @@ def store_spec(store: DatasetStore) -> str | None:
     return None
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        return None
+def _failure(notes: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why an attempt failed, as noted in its job log, if noted."""
+    return next((str(n["failure"]) for n in notes if "failure" in n), None)
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)

@@ -5,10 +5,13 @@ one contract, ``DatasetStore``:
 
 - ``LocalStore``: a directory, ``<root>/<scope>/<dataset name>/<file>``.  Each dataset
   directory keeps a metadata file (size, adler32, md5 and mtime per file) so listing never
-  re-reads the bytes.  Writers of one dataset take an exclusive ``flock`` on the dataset's
-  lock file, so two processes (or threads) adding at once both end up in the metadata.
-  Files and metadata are written under a temporary name and renamed, so a reader never
-  sees half a file.  Stored files are hard links where possible, made read-only.
+  re-reads the bytes.  The metadata is a log: each ``add`` appends one line listing the
+  files it stored, in one ``write``, after the files are in place, so a reader sees a file
+  only once it is whole.  Appending instead of rewriting keeps an ``add`` to a big dataset
+  as cheap as to a small one and creates no file per ``add``.  Writers of one dataset take
+  an exclusive ``flock`` on the dataset's directory, so two processes (or threads) adding
+  at once both end up in the metadata.  Stored files are hard links where possible, made
+  read-only; copies are written under a temporary name and renamed.
 - ``RucioStore``: datasets in Rucio, files uploaded with the idempotent stage-out and
   downloaded with rucio's ``DownloadClient`` (which verifies checksums).
 
@@ -22,6 +25,7 @@ import builtins
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -52,9 +56,7 @@ DEFAULT_LOCAL_ROOT = Path(".cwlbridge") / "data"
 
 _RESERVED_PREFIX = ".cwlbridge"
 _META_FILE = ".cwlbridge-dataset.json"
-_LOCK_FILE = ".cwlbridge-dataset.lock"
 _TMP_PREFIX = ".cwlbridge-tmp-"
-_META_FORMAT = 1
 # Fields of PanDA/Rucio names for which the scope is the first two fields (ATLAS convention).
 _TWO_FIELD_SCOPES = ("user", "group")
 _FORBIDDEN_IN_NAME = re.compile(r"[\s:/\x00]")
@@ -133,6 +135,7 @@ class DatasetConflict(CwlbridgeError):
         self.name = name
 
 
+@functools.lru_cache(maxsize=4096)
 def split_dataset_name(text: str) -> tuple[str, str]:
     """Split a dataset name into (scope, name) the way PanDA and Rucio's ATLAS policy do.
 
@@ -322,6 +325,18 @@ class DatasetStore(ABC):
         self.close()
 
 
+@dataclass
+class _MetaRead:
+    """What this process last read of one dataset's metadata log, and when."""
+
+    ino: int
+    size: int  # the file's size and mtime when read: unchanged means nothing to read
+    mtime_ns: int
+    end: int  # offset after the last whole line read
+    entries: dict[str, dict[str, Any]]  # never changed once made: readers may hold it
+    listing: builtins.list[StoredFile] | None = None
+
+
 class LocalStore(DatasetStore):
     """Datasets in a directory: ``<root>/<scope>/<dataset name>/<file>`` plus metadata.
 
@@ -332,57 +347,77 @@ class LocalStore(DatasetStore):
     writing fails instead of silently changing the dataset.  Root ignores file modes, so
     the size and mtime of each file are recorded as well and ``fetch`` refuses a stored file
     that was changed in place.
+
+    The metadata file (``.cwlbridge-dataset.json``) holds one JSON object a line, each with
+    a ``files`` mapping of name to entry; later lines add names or replace their entries.
+    A last line without its newline is an ``add`` cut short: readers leave it out and the
+    next writer cuts it off.  The metadata read is kept per dataset and read again only when
+    the file changed (by inode, size and mtime), and then only the lines appended since.
     """
 
     kind = "local"
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(os.path.abspath(Path(root).expanduser()))
+        self._root = str(self.root)
+        self._meta: dict[str, _MetaRead] = {}
 
     def root_description(self) -> str:
         return f"local store {self.root}"
 
     def dataset_path(self, dataset: str) -> Path:
         """The directory holding the dataset's files (it may not exist yet)."""
+        return Path(self._dir(dataset))
+
+    def _dir(self, dataset: str) -> str:
         scope, name = split_dataset_name(dataset)
-        return self.root / scope / name
+        return os.path.join(self._root, scope, name)
 
     def exists(self, dataset: str) -> bool:
-        return (self.dataset_path(dataset) / _META_FILE).is_file()
+        return os.path.isfile(os.path.join(self._dir(dataset), _META_FILE))
 
     def create(self, dataset: str) -> None:
-        directory = self.dataset_path(dataset)
-        if (directory / _META_FILE).is_file():
-            return
+        directory = self._dir(dataset)
         key = dataset_key(dataset)
-        with self._locked(directory, key):
-            if not (directory / _META_FILE).is_file():
-                self._write_meta(directory, key, {})
+        # Opening with O_CREAT leaves an existing metadata file as it is: no lock needed.
+        meta_path = os.path.join(directory, _META_FILE)
+        try:
+            try:
+                fd = os.open(meta_path, os.O_WRONLY | os.O_CREAT, 0o666)
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                fd = os.open(meta_path, os.O_WRONLY | os.O_CREAT, 0o666)
+            os.close(fd)
+        except OSError as exc:
+            raise CwlbridgeError(f"cannot write {key} in {self.root_description()}: {exc.strerror or exc}") from exc
 
-    def _entries(self, dataset: str) -> tuple[str, Path, dict[str, dict[str, Any]]]:
+    def _entries(self, dataset: str) -> tuple[str, str, dict[str, dict[str, Any]]]:
         key = dataset_key(dataset)
-        directory = self.dataset_path(dataset)
+        directory = self._dir(dataset)
         entries = self._read_meta(directory, key)
         if entries is None:
             raise DatasetNotFound.missing(key, self.root_description())
         return key, directory, entries
 
     def list(self, dataset: str) -> builtins.list[StoredFile]:
-        _, directory, entries = self._entries(dataset)
-        return [
-            StoredFile(name=name, size=entry["size"], adler32=entry["adler32"], path=directory / name)
-            for name, entry in sorted(entries.items())
-        ]
+        _, directory, _ = self._entries(dataset)
+        cached = self._meta[directory]
+        if cached.listing is None:
+            cached.listing = [
+                StoredFile(name=name, size=entry["size"], adler32=entry["adler32"], path=Path(directory, name))
+                for name, entry in sorted(cached.entries.items())
+            ]
+        return builtins.list(cached.listing)
 
     def add(self, dataset: str, files: Sequence[tuple[str, Path]]) -> builtins.list[StoredFile]:
         key = dataset_key(dataset)
-        directory = self.dataset_path(dataset)
+        directory = self._dir(dataset)
         # Checksums are computed before taking the lock, so concurrent writers to the same
         # dataset wait only for each other's links and metadata updates.
         sources = _checksummed_sources(key, files)
         with self._locked(directory, key):
             existing = self._read_meta(directory, key)
-            entries = dict(existing or {})
+            entries = existing or {}
             for source in sources:
                 have = entries.get(source.name)
                 if have is not None and (have["size"], have["adler32"]) != (source.size, source.adler32):
@@ -394,9 +429,9 @@ class LocalStore(DatasetStore):
                         dataset=key,
                         name=source.name,
                     )
-            changed = existing is None
+            added: dict[str, dict[str, Any]] = {}
             for source in sources:
-                target = directory / source.name
+                target = os.path.join(directory, source.name)
                 have = entries.get(source.name)
                 if have is not None and _unchanged(target, have):
                     continue
@@ -404,50 +439,60 @@ class LocalStore(DatasetStore):
                 placed = self._place(source.path, target, key, protect=True)
                 if placed.st_size != source.size:
                     with contextlib.suppress(OSError):
-                        target.unlink()
+                        os.unlink(target)
                     raise InputFileError(f"{source.path} changed while it was being added to {key}")
-                entries[source.name] = {
+                added[source.name] = {
                     "size": source.size,
                     "adler32": source.adler32,
                     "md5": source.md5,
                     "mtime_ns": placed.st_mtime_ns,
                 }
-                changed = True
-            if changed:
-                self._write_meta(directory, key, entries)
-        return [StoredFile(s.name, s.size, s.adler32, directory / s.name) for s in sources]
+            if added or existing is None:
+                self._append_meta(directory, key, entries, added)
+        return [StoredFile(s.name, s.size, s.adler32, Path(directory, s.name)) for s in sources]
 
     def fetch(self, dataset: str, dest: Path, names: Sequence[str] | None = None) -> builtins.list[Path]:
         key, directory, entries = self._entries(dataset)
-        selected = _select(self.list(dataset), names, key, self.root_description())
+        if names is None:
+            chosen = sorted(entries)
+        else:
+            wanted = set(names)
+            missing = sorted(wanted - entries.keys())
+            if missing:
+                shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                raise FileNotInDataset(
+                    f"dataset {key} in {self.root_description()} has no file named {shown}",
+                    hint=f"`cwlbridge data ls {key}` lists its {len(entries)} file(s)",
+                    dataset=key,
+                    store=self.root_description(),
+                )
+            chosen = sorted(wanted)
         try:
-            dest.mkdir(parents=True, exist_ok=True)
+            if not os.path.isdir(dest):
+                os.makedirs(dest, exist_ok=True)
         except OSError as exc:
             raise CwlbridgeError(f"cannot create {dest}: {exc.strerror or exc}") from exc
         paths: list[Path] = []
-        for stored in selected:
-            source = directory / stored.name
+        for name in chosen:
+            source = os.path.join(directory, name)
             try:
-                source_stat = source.stat()
+                source_stat = os.stat(source)
             except FileNotFoundError:
                 raise CwlbridgeError(
                     f"{source} is listed in {key} but missing from {self.root_description()}",
                     hint=f"add the file again with `cwlbridge data add {key} FILE`",
                 ) from None
-            if not _stat_matches(source_stat, entries[stored.name]):
+            entry = entries[name]
+            if not _stat_matches(source_stat, entry):
                 raise CwlbridgeError(
                     f"{source} was changed in place after it was added to {key}"
-                    f" (now {source_stat.st_size} bytes, added with {stored.size})",
+                    f" (now {source_stat.st_size} bytes, added with {entry['size']})",
                     hint="a hard link to it was probably written to; add the original content again"
                     f" with `cwlbridge data add {key} FILE`, or the new content under a new name",
                 )
-            target = dest / stored.name
-            with contextlib.suppress(OSError):
-                if os.path.samestat(source_stat, target.stat()):
-                    paths.append(target)
-                    continue
-            self._place(source, target, key, protect=False)
-            paths.append(target)
+            target = os.path.join(dest, name)
+            self._place(source, target, key, protect=False, source_stat=source_stat)
+            paths.append(Path(target))
         return paths
 
     def datasets(self) -> builtins.list[str]:
@@ -464,11 +509,18 @@ class LocalStore(DatasetStore):
         return sorted(found)
 
     @contextlib.contextmanager
-    def _locked(self, directory: Path, key: str) -> Iterator[None]:
-        """Hold the dataset's exclusive lock (creating its directory) for the block."""
+    def _locked(self, directory: str, key: str) -> Iterator[None]:
+        """Hold the dataset's exclusive lock (creating its directory) for the block.
+
+        The lock is a ``flock`` on the directory itself: a lock file would be one more file
+        to create per dataset.
+        """
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise CwlbridgeError(f"cannot write {key} in {self.root_description()}: {exc.strerror or exc}") from exc
         try:
@@ -477,72 +529,160 @@ class LocalStore(DatasetStore):
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def _read_meta(self, directory: Path, key: str) -> dict[str, dict[str, Any]] | None:
+    def _read_meta(self, directory: str, key: str) -> dict[str, dict[str, Any]] | None:
         """The dataset's file entries, or None when the dataset does not exist."""
-        meta_path = directory / _META_FILE
+        meta_path = os.path.join(directory, _META_FILE)
         try:
-            text = meta_path.read_text(encoding="utf-8")
+            st = os.stat(meta_path)
         except FileNotFoundError:
+            self._meta.pop(directory, None)
             return None
         except OSError as exc:
             raise CwlbridgeError(f"cannot read {meta_path}: {exc.strerror or exc}") from exc
+        cached = self._meta.get(directory)
+        if cached is not None and (cached.ino, cached.size, cached.mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns):
+            return cached.entries
+        # Only what was appended since, if the file is the one read before and still
+        # ends a line where the last read stopped.
+        start = cached.end if cached is not None and cached.ino == st.st_ino and st.st_size >= cached.end else 0
         try:
-            data = json.loads(text)
-            files = data["files"]
-            if not isinstance(files, dict):
-                raise TypeError("files is not a mapping")
-            for name, entry in files.items():
-                if not (
-                    isinstance(entry.get("size"), int)
-                    and isinstance(entry.get("adler32"), str)
-                    and _ADLER32.match(entry["adler32"])
-                ):
-                    raise TypeError(f"bad entry for {name!r}")
+            with open(meta_path, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                if start:
+                    handle.seek(start - 1)
+                    if handle.read(1) != b"\n":
+                        start = 0
+                        handle.seek(0)
+                raw = handle.read()
+        except FileNotFoundError:
+            self._meta.pop(directory, None)
+            return None
+        except OSError as exc:
+            raise CwlbridgeError(f"cannot read {meta_path}: {exc.strerror or exc}") from exc
+        entries = dict(cached.entries) if start and cached is not None else {}
+        whole = raw.rfind(b"\n") + 1
+        try:
+            for line in raw[:whole].split(b"\n")[:-1]:
+                if not line.strip():
+                    continue
+                files = json.loads(line)["files"]
+                if not isinstance(files, dict):
+                    raise TypeError("files is not a mapping")
+                for name, entry in files.items():
+                    if not (
+                        isinstance(entry.get("size"), int)
+                        and isinstance(entry.get("adler32"), str)
+                        and _ADLER32.match(entry["adler32"])
+                    ):
+                        raise TypeError(f"bad entry for {name!r}")
+                    entries[name] = entry
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CwlbridgeError(
                 f"the metadata of {key} ({meta_path}) is damaged: {exc}",
                 hint="re-add the dataset's files into a new dataset",
             ) from exc
-        return files
+        self._meta[directory] = _MetaRead(st.st_ino, start + len(raw), st.st_mtime_ns, start + whole, entries)
+        return entries
 
-    def _write_meta(self, directory: Path, key: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
-        meta_path = directory / _META_FILE
-        tmp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}.json"
-        document = {"format": _META_FORMAT, "dataset": key, "files": {n: dict(entries[n]) for n in sorted(entries)}}
+    def _append_meta(
+        self,
+        directory: str,
+        key: str,
+        entries: dict[str, dict[str, Any]],
+        added: dict[str, dict[str, Any]],
+    ) -> None:
+        """Append one line with the ``added`` entries (none: just make the file); under the lock."""
+        meta_path = os.path.join(directory, _META_FILE)
+        line = b""
+        if added:
+            document = {"files": {n: dict(added[n]) for n in sorted(added)}}
+            line = (json.dumps(document, separators=(",", ":")) + "\n").encode("utf-8")
         try:
-            tmp.write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
-            os.replace(tmp, meta_path)
+            fd = os.open(meta_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                st = os.fstat(fd)
+                cached = self._meta.get(directory)
+                whole = cached.end if cached is not None and cached.ino == st.st_ino else st.st_size
+                if st.st_size > whole:
+                    os.ftruncate(fd, whole)  # an add cut short left an unfinished line
+                if line and os.write(fd, line) != len(line):
+                    raise OSError(errno.EIO, "the metadata line was written in part")
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise CwlbridgeError(f"cannot write {meta_path}: {exc.strerror or exc}") from exc
+        if after.st_size == whole + len(line):
+            merged = {**entries, **added}
+            self._meta[directory] = _MetaRead(after.st_ino, after.st_size, after.st_mtime_ns, after.st_size, merged)
+        else:
+            self._meta.pop(directory, None)
 
-    def _place(self, source: Path, target: Path, key: str, *, protect: bool) -> os.stat_result:
+    def _place(
+        self,
+        source: Path | str,
+        target: str,
+        key: str,
+        *,
+        protect: bool,
+        source_stat: os.stat_result | None = None,
+    ) -> os.stat_result:
         """Make ``target`` a hard link to (or else a copy of) ``source``, appearing at once.
 
         With ``protect`` the file loses its write permissions first; a hard link whose mode
-        cannot be changed (someone else's file) is replaced by a copy.  Returns its stat.
+        cannot be changed (someone else's file) is replaced by a copy.  An existing
+        ``target`` is replaced, unless it already is ``source`` (``source_stat``).  Returns
+        the stat of ``target``.
         """
-        tmp = target.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
         try:
-            linked = _link_or_copy(source, tmp)
+            # A new hard link appears whole, so it needs no temporary name.
+            os.link(source, target)
+        except FileExistsError:
+            if source_stat is not None:
+                with contextlib.suppress(OSError):
+                    if os.path.samestat(source_stat, os.stat(target)):
+                        return source_stat
+            return self._place_via_tmp(source, target, key, protect=protect)
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise CwlbridgeError(f"cannot put {source} at {target} ({key}): {exc.strerror or exc}") from exc
+            return self._place_via_tmp(source, target, key, protect=protect, allow_link=False)
+        try:
+            if protect:
+                try:
+                    _drop_write_permission(target)
+                except PermissionError:
+                    os.unlink(target)
+                    return self._place_via_tmp(source, target, key, protect=True, allow_link=False)
+            return os.stat(target)
+        except OSError as exc:
+            raise CwlbridgeError(f"cannot put {source} at {target} ({key}): {exc.strerror or exc}") from exc
+
+    def _place_via_tmp(
+        self, source: Path | str, target: str, key: str, *, protect: bool, allow_link: bool = True
+    ) -> os.stat_result:
+        """``_place`` where a link cannot go straight to ``target``: a temporary name, renamed."""
+        tmp = os.path.join(os.path.dirname(target), f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            linked = _link_or_copy(source, tmp, allow_link=allow_link)
             if protect:
                 try:
                     _drop_write_permission(tmp)
                 except PermissionError:
                     if not linked:
                         raise
-                    tmp.unlink()
+                    os.unlink(tmp)
                     _link_or_copy(source, tmp, allow_link=False)
                     _drop_write_permission(tmp)
             os.replace(tmp, target)
-            return target.stat()
+            return os.stat(target)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise CwlbridgeError(f"cannot put {source} at {target} ({key}): {exc.strerror or exc}") from exc
 
 
-def _link_or_copy(source: Path, target: Path, *, allow_link: bool = True) -> bool:
+def _link_or_copy(source: Path | str, target: str, *, allow_link: bool = True) -> bool:
     """Hard-link ``source`` to ``target`` when possible, else copy it; True if linked."""
     if allow_link:
         try:
@@ -556,8 +696,8 @@ def _link_or_copy(source: Path, target: Path, *, allow_link: bool = True) -> boo
     return False
 
 
-def _drop_write_permission(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
+def _drop_write_permission(path: str) -> None:
+    mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & _WRITE_BITS:
         os.chmod(path, mode & ~_WRITE_BITS)
 
@@ -570,9 +710,9 @@ def _stat_matches(st: os.stat_result, entry: Mapping[str, Any]) -> bool:
     return not isinstance(recorded, int) or st.st_mtime_ns == recorded
 
 
-def _unchanged(path: Path, entry: Mapping[str, Any]) -> bool:
+def _unchanged(path: str, entry: Mapping[str, Any]) -> bool:
     try:
-        return _stat_matches(path.stat(), entry)
+        return _stat_matches(os.stat(path), entry)
     except OSError:
         return False
 
