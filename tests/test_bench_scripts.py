@@ -43,3 +43,56 @@ def test_bench_validate_rejects_bad_sizes() -> None:
     )
     assert done.returncode == 2
     assert "sizes must be comma-separated integers" in done.stderr
+
+
+BENCH_ENGINE = ROOT / "scripts" / "bench_engine"
+
+
+def test_bench_engine_tiny_run_prints_overhead_and_ratio_per_shape() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH_ENGINE), "--sizes", "3", "--reps", "1"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for shape in ("chain", "fanout"):
+        row = re.search(
+            rf"^{shape}\s+3\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(-?\d+\.\d+)\s+(\d+\.\d+)"
+            r"\s+(\d+\.\d+)\s+(-?\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)x$",
+            done.stdout,
+            re.M,
+        )
+        assert row is not None, done.stdout
+        shell, ours, _, ours_mib, theirs, _, theirs_mib, ratio = (float(v) for v in row.groups())
+        assert min(shell, ours, ours_mib, theirs, theirs_mib, ratio) > 0
+        assert f"{shape} 3: cwlbridge faster than cwltool" in done.stdout
+
+
+def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) -> None:
+    profile = tmp_path / "engine.prof"
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCH_ENGINE), "--sizes", "2,4", "--shapes", "chain", "--reps", "1",
+            "--cwltool-max-size", "1", "--profile", str(profile), "--profile-top", "5", "--json",
+        ],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert [(c["shape"], c["steps"]) for c in result["cases"]] == [("chain", 2), ("chain", 4)]
+    for case in result["cases"]:
+        assert "cwltool" not in case and case["ratio_cwltool_over_cwlbridge"] is None
+        assert len(case["cwlbridge"]["wall_s"]) == 1 and case["shell"]["median_wall_s"] > 0
+    assert result["marginal_ms_per_step"]["chain"]["cwlbridge"]["between"] == "2->4"
+    assert {"target": "chain 4: cwlbridge faster than cwltool", "result": "n/a"} in result["targets"]
+    assert profile.stat().st_size > 0
+    assert result["profile"][0].startswith("profile: cwlbridge run on the 4-step chain")
+    assert any("cwlbridge/engine/run.py" in line for line in result["profile"])
+
+
+def test_bench_engine_rejects_an_unknown_shape() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH_ENGINE), "--shapes", "diamond"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 2
+    assert "unknown 'diamond'" in done.stderr

@@ -307,7 +307,7 @@ class LogFile:
     job: int | None  # the number in the first numbered directory under the attempt dir
 
 
-_NUMBER = re.compile(r"(\d+)$")
+_NUMBER = re.compile(r"^\D*(\d+)")  # job-0003, or 000003.1 (job 3, attempt 1)
 
 
 def find_logs(attempt_dir: Path, *, stderr: bool) -> list[LogFile]:
