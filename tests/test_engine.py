@@ -400,7 +400,7 @@ def test_sigkill_at_ten_moments_then_resume_runs_everything_once(tmp_path: Path,
     assert all(t["state"] == "finished" for t in status["tasks"]), status
     for task in status["tasks"]:
         if task["type"] == "prun":
-            ended = [e for e in ends if f"/tasks/{task['name']}/" in e]
+            ended = [e for e in ends if f"/tasks/{task['name']}.a" in e]
             assert len(ended) == task["jobs"]["done"], (task["name"], ended)
     # No REANA workflow was created twice.
     names = [wf["name"] for wf in reana_server.workflows()]

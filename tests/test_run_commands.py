@@ -17,7 +17,8 @@ import pytest
 
 from cwlbridge.backends.base import JobInfo
 from cwlbridge.engine.report import layered_svg, plan_from_json
-from cwlbridge.engine.state import RUNS_DIR, RunState
+from cwlbridge.engine.state import RUNS_DIR, RunState, attempt_dir
+from cwlbridge.engine.state import attempt_dir as attempt_dir_of
 from tests.cli_run import run_cli
 
 GOLDEN = Path(__file__).parent / "golden" / "scatter-merge.json"
@@ -50,7 +51,7 @@ class Scenario:
 
 
 def write_log(run_dir: Path, task: str, attempt: int, rel: str, text: str) -> Path:
-    path = run_dir / "tasks" / full(task) / f"a{attempt}" / rel
+    path = attempt_dir(run_dir, full(task), attempt) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
@@ -275,7 +276,7 @@ def test_unknown_run_is_a_clear_error(scenario: Scenario) -> None:
 def test_logs_of_every_job_by_short_name(scenario: Scenario) -> None:
     result = run_cli("logs", scenario.run_id, "000_skim", "--base", str(scenario.base))
     assert result.code == 0, result.err
-    attempt_dir = scenario.run_dir / "tasks" / full("000_skim") / "a1"
+    attempt_dir = attempt_dir_of(scenario.run_dir, full("000_skim"), 1)
     assert result.out == (
         f"==> {attempt_dir / 'job-0000' / 'stdout'} (job 0) <==\nskim job zero says hello\n"
         f"==> {attempt_dir / 'job-0001' / 'stdout'} (job 1) <==\nskim job one\n"
@@ -290,9 +291,9 @@ def test_logs_one_job_stderr_full_name_and_attempts(scenario: Scenario) -> None:
     assert one.out.endswith("job-0001/stderr (job 1) <==\nwarning from job one\n")
     latest = run_cli("logs", scenario.run_id, "002_select", *base)
     assert "second attempt, job 0" in latest.out and "second attempt, job 1" in latest.out
-    assert "/a2/" in latest.out and "first attempt" not in latest.out
+    assert ".a2/" in latest.out and "first attempt" not in latest.out
     first = run_cli("logs", scenario.run_id, "002_select", "--attempt", "1", *base)
-    assert first.code == 0 and "/a1/job-0000/stdout" in first.out and "first attempt output" in first.out
+    assert first.code == 0 and ".a1/job-0000/stdout" in first.out and "first attempt output" in first.out
     missing = run_cli("logs", scenario.run_id, "002_select", "--attempt", "3", *base)
     assert missing.code == 1 and "has no attempt 3 (attempts: 1, 2)" in missing.err
     no_job = run_cli("logs", scenario.run_id, "000_skim", "--job", "7", *base)

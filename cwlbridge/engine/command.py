@@ -352,6 +352,7 @@ def _copy_text(path: Path) -> None:
 
 
 def run_logs(args: argparse.Namespace) -> int:
+    from cwlbridge.engine import state as state_mod
     with _open(args.run, args.base) as state:
         info = state.info(with_plan=False)
         rows = state.tasks()
@@ -364,7 +365,7 @@ def run_logs(args: argparse.Namespace) -> int:
     if args.attempt is not None and attempt not in attempts:
         shown = ", ".join(map(str, attempts)) or "none"
         raise LogsNotFoundError(f"task {name} has no attempt {attempt} (attempts: {shown})")
-    attempt_dir = Path(state.run_dir) / "tasks" / name / f"a{attempt}"
+    attempt_dir = state_mod.attempt_dir(Path(state.run_dir), name, attempt)
     which = LOG_STDERR if args.stderr else LOG_STDOUT
     if not attempt_dir.is_dir():
         raise LogsNotFoundError(f"attempt {attempt} of {name} has no directory {attempt_dir} (state {row.state})")

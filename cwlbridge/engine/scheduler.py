@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cwlbridge.backends.base import FINAL_PHASES, Backend, TaskSpec, TaskStatus
+from cwlbridge.engine.state import attempt_dir
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.conditions import BinOp, Cond, Not, Ref
 from cwlbridge.model.plan import Loop, Parent, Plan, Task
@@ -452,7 +453,7 @@ class Scheduler:
             run_id=self.state.run_id,
             attempt=node.attempt,
             key=key,
-            workdir=self.state.run_dir / "tasks" / task.name / f"a{node.attempt}",
+            workdir=attempt_dir(self.state.run_dir, task.name, node.attempt),
             sandbox=self.sandbox,
             number=task.id + 1,
             retries=self.options.retries,

@@ -249,6 +249,11 @@ class _Batch:
     depth: int = 0
 
 
+def attempt_dir(run_dir: Path, task: str, attempt: int) -> Path:
+    """Where the backend works on one task attempt: ``tasks/<task>.a<attempt>`` (one level, one mkdir)."""
+    return Path(run_dir) / "tasks" / f"{task}.a{attempt}"
+
+
 def new_run_id() -> str:
     """A fresh run id, ``YYYYMMDD-HHMMSS-xxxx`` in UTC, so ids sort by start time."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(2).hex()
