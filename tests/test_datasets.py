@@ -493,3 +493,18 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, monkeypatch: pyt
 
     for result in (missing, no_file, a_dir, bad_name, bad_store, conflict, not_there):
         assert "Traceback" not in result.text and "internal error" not in result.text
+
+
+def test_cli_add_copies_and_leaves_the_users_file_writable(tmp_path: Path) -> None:
+    from tests.cli_run import run_cli
+
+    source = tmp_path / "mine.root"
+    source.write_text("my events\n")
+    before = source.stat()
+    result = run_cli("data", "add", "user.jdoe:user.jdoe.mine", str(source), "--store", str(tmp_path / "store"))
+    assert result.code == 0, result.err
+    after = source.stat()
+    assert after.st_mode == before.st_mode and after.st_nlink == 1
+    source.write_text("still mine\n")  # the stored copy is not changed by this
+    stored = tmp_path / "store" / "user.jdoe" / "user.jdoe.mine" / "mine.root"
+    assert stored.read_text() == "my events\n"

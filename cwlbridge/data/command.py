@@ -117,7 +117,7 @@ def run_add(args: argparse.Namespace) -> int:
         files.append((path.name, path))
     with _open(args) as store:
         before = {f.name for f in store.list(key)} if store.exists(key) else set()
-        stored = store.add(key, files)
+        stored = store.add(key, files, link=False)
         rows = [["present" if f.name in before else "added", f.name, human_size(f.size), f.adler32] for f in stored]
         sys.stdout.write(_table(rows, right={2}))
         total = store.list(key)

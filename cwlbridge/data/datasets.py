@@ -291,12 +291,16 @@ class DatasetStore(ABC):
         """The dataset's files sorted by name; raises DatasetNotFound."""
 
     @abstractmethod
-    def add(self, dataset: str, files: Sequence[tuple[str, Path]]) -> builtins.list[StoredFile]:
+    def add(
+        self, dataset: str, files: Sequence[tuple[str, Path]], *, link: bool = True
+    ) -> builtins.list[StoredFile]:
         """Add (name in dataset, source file) pairs, creating the dataset if needed.
 
         Idempotent: a name already present with the same size and adler32 is left alone.
         A name present with different content raises DatasetConflict before anything is
-        added.  Returns the stored files in the order given (repeated names once).
+        added.  Returns the stored files in the order given (repeated names once).  ``link``
+        lets a local store hard-link the sources (the engine's own job outputs); the command
+        line passes False, so a user's files are copied and keep their permissions.
         """
 
     @abstractmethod
@@ -409,7 +413,9 @@ class LocalStore(DatasetStore):
             ]
         return builtins.list(cached.listing)
 
-    def add(self, dataset: str, files: Sequence[tuple[str, Path]]) -> builtins.list[StoredFile]:
+    def add(
+        self, dataset: str, files: Sequence[tuple[str, Path]], *, link: bool = True
+    ) -> builtins.list[StoredFile]:
         key = dataset_key(dataset)
         directory = self._dir(dataset)
         # Checksums are computed before taking the lock, so concurrent writers to the same
@@ -436,7 +442,10 @@ class LocalStore(DatasetStore):
                 if have is not None and _unchanged(target, have):
                     continue
                 # New, or the stored copy went missing or was changed: (re)place it.
-                placed = self._place(source.path, target, key, protect=True)
+                if link:
+                    placed = self._place(source.path, target, key, protect=True)
+                else:  # the caller's own file: a copy, so its permissions stay as they are
+                    placed = self._place_via_tmp(source.path, target, key, protect=True, allow_link=False)
                 if placed.st_size != source.size:
                     with contextlib.suppress(OSError):
                         os.unlink(target)
@@ -831,7 +840,9 @@ class RucioStore(DatasetStore):
     def list(self, dataset: str) -> builtins.list[StoredFile]:
         return [self._stored(row) for row in self._rows(dataset_did(dataset))]
 
-    def add(self, dataset: str, files: Sequence[tuple[str, Path]]) -> builtins.list[StoredFile]:
+    def add(
+        self, dataset: str, files: Sequence[tuple[str, Path]], *, link: bool = True
+    ) -> builtins.list[StoredFile]:
         from rucio.common import exception as rucio_exc
 
         from cwlbridge.data.stageout import StageOutConflict, stage_out
