@@ -480,3 +480,36 @@ def test_retry_reruns_only_the_failed_jobs(tmp_path: Path) -> None:
     assert sorted(r for r in runs if r) == ["run 11", "run 12", "run 12", "run 13"]
     listed = json.loads(_cli(["data", "ls", "user.jdoe.rt_000_gen_evt.txt/", "--json"], tmp_path, env).stdout)
     assert len(listed["files"]) == 3
+
+
+def test_a_step_after_a_loop_reads_its_last_iteration(tmp_path: Path) -> None:
+    shutil.copytree(WORKFLOWS / "loop", tmp_path / "loop")
+    chain = tmp_path / "loop" / "chain.cwl"
+    chain.write_text(
+        chain.read_text().replace("outputSource: refine/outDS", "outputSource: summary/outDS")
+        + textwrap.indent(
+            textwrap.dedent(
+                """\
+                summary:
+                  run: prun
+                  in:
+                    opt_inDS: refine/outDS
+                    opt_exec: {default: "cat $(echo %IN | tr , ' ') > summary.txt"}
+                    opt_args: {default: "--outputs summary.txt"}
+                  out: [outDS]
+                """
+            ),
+            "  ",
+        )
+    )
+    env = _env()
+    _register(tmp_path, env, "user.jdoe:user.jdoe.loop.input")
+    result = _cli(["run", "loop/chain.cwl", "loop/inputs.yaml", "--outds", "user.jdoe.al"], tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = _run_dirs(tmp_path)[-1].name
+    tasks = {t["short"]: t for t in _status(tmp_path, env, run)["tasks"]}
+    assert tasks["004_summary"]["state"] == "finished"
+    assert tasks["004_summary"]["started"] >= tasks["002_decide.3"]["ended"]
+    listed = json.loads(_cli(["data", "ls", "user.jdoe.al_004_summary_summary.txt/", "--json"], tmp_path, env).stdout)
+    text = Path(listed["files"][0]["path"]).read_text()
+    assert text == "fit alpha=0.7 iteration=3\n"

@@ -275,7 +275,32 @@ class Scheduler:
                 not self.loops[p].done for p in self._loop_dependencies(task) - {ls.loop.path}
             ):
                 continue  # still waits for another loop
-            self._add_node(concrete_task(task, ls.iteration, ls.variables), None)
+            self._add_node(self._after_loops(task), None)
+
+    def _after_loops(self, task: Task) -> Task:
+        """A task downstream of loops, reading each loop's last iteration."""
+
+        def fill(text: str) -> str:
+            for name, path in self._loop_of.items():
+                if name in text:
+                    ls = self.loops[path]
+                    text = text.replace(name, fill_template(name, ls.iteration, ls.variables))
+            return text
+
+        return concrete_task(
+            dataclasses.replace(
+                task,
+                in_ds=[fill(d) for d in task.in_ds],
+                secondary_ds=[fill(d) for d in task.secondary_ds],
+                exec=fill(task.exec) if task.exec is not None else None,
+                args=fill(task.args) if task.args is not None else None,
+                parents=[Parent(fill(p.task), p.link) for p in task.parents],
+                condition=fill(task.condition) if task.condition else None,
+                condition_inputs={k: [[fill(n) for n in el] for el in v] for k, v in task.condition_inputs.items()},
+            ),
+            1,
+            {},
+        )
 
     def _add_node(self, task: Task, iteration: int | None) -> Node:
         if task.name in self.nodes:
