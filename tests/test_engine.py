@@ -138,12 +138,12 @@ def test_conditions_are_three_valued(cond: str, states: dict[str, str], expected
 
 def test_started_child_begins_before_its_parent_ends(tmp_path: Path) -> None:
     shutil.copytree(WORKFLOWS / "two-step", tmp_path / "two-step")
-    # gen runs three jobs, each slower than the one before; ana (linked by `started`) must
-    # begin while gen still runs, and still read all three files in the end.
+    # gen runs three jobs one after the other, each sleeping a little; ana (linked by
+    # `started`) must begin while gen still runs, and still read all three files in the end.
     _write_script(
         tmp_path / "two-step" / "gen.sh",
         """\
-        seed=$(cat "$1"); n=$(( seed % 3 ))
+        seed=$(cat "$1")
         sleep "0.$(( RANDOM % 3 + 1 ))"
         echo "event $seed" > "$2"
         """,

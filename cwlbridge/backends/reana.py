@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,8 +94,6 @@ class ReanaBackend(Backend):
         return found
 
     def _stop_remote(self, workdir: Path) -> None:
-        import os
-
         if not os.environ.get("REANA_SERVER_URL"):
             return
         from cwlbridge.reana.client import ReanaClient

@@ -215,7 +215,8 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from cwlbridge.engine.report import format_duration, format_time, run_json, short_name
+    from cwlbridge.engine.report import format_duration, format_time, run_json
+    from cwlbridge.model.plan import short_name
 
     with _open(args.run, args.base) as state, state.transaction():
         info = state.info(with_plan=False)
@@ -282,7 +283,7 @@ def resolve_task(names: list[tuple[str, str]], outds: str, ref: str) -> str:
 
     ``names`` holds (task name, step name) pairs.
     """
-    from cwlbridge.engine.report import short_name
+    from cwlbridge.model.plan import short_name
 
     for name, _ in names:
         if name == ref:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
 from cwlbridge.engine.scheduler import DONE_STATES, IN_FLIGHT, Node
+from cwlbridge.model.plan import short_name
 
 _STYLE = {
     "waiting": "dim",
@@ -26,11 +27,6 @@ class Progress(Protocol):
     def update(self, node: Node) -> None: ...
     def say(self, message: str) -> None: ...
     def stop(self) -> None: ...
-
-
-def short_name(name: str, outds: str) -> str:
-    """A task name without the ``{outDS}_`` prefix."""
-    return name[len(outds) + 1 :] if name.startswith(outds + "_") else name
 
 
 def _elapsed(node: Node, now: float) -> str:

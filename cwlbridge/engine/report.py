@@ -18,7 +18,7 @@ from typing import Any
 
 from cwlbridge import __version__
 from cwlbridge.engine.state import JobRow, RunInfo, RunState, TaskRow
-from cwlbridge.model.plan import Parent, Plan, Task, to_dot
+from cwlbridge.model.plan import Parent, Plan, Task, short_name, to_dot
 
 STATE_COLOURS = {
     "waiting": "#e0e0e0",
@@ -30,11 +30,6 @@ STATE_COLOURS = {
     "skipped": "#bdbdbd",
 }
 _NOT_CREATED = "#ffffff"
-
-
-def short_name(name: str, outds: str) -> str:
-    """A task name without the ``{outDS}_`` prefix."""
-    return name[len(outds) + 1 :] if outds and name.startswith(outds + "_") else name
 
 
 def plan_from_json(data: Mapping[str, Any]) -> Plan:

@@ -151,13 +151,11 @@ def default_outds(chain: Path, environ: dict[str, str]) -> str:
 
 def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
     """Analyse the chain; raise with every error listed when it is not runnable."""
+    from cwlbridge.model.command import require_file
     from cwlbridge.model.rules import analyse, check_outds
 
-    for path, what in ((chain, "chain file"), (inputs, "inputs file")):
-        if not path.exists():
-            raise UsageError(f"{what} '{path}' does not exist")
-        if path.is_dir():
-            raise UsageError(f"{what} '{path}' is a directory, not a file")
+    require_file(str(chain), "chain file")
+    require_file(str(inputs), "inputs file")
     problem = check_outds(outds)
     if problem:
         raise UsageError(problem)
@@ -277,33 +275,13 @@ def execute(
 
 
 def _reset_for_retry(scheduler: Any, names: list[str]) -> None:
-    from cwlbridge.engine.scheduler import CANCELLED, FAILED, SKIPPED, WAITING
-
     wanted = _match_tasks(scheduler, names) if names else None
-    again = [
-        n
-        for n in scheduler.nodes.values()
-        if n.state in (FAILED, CANCELLED) and (wanted is None or n.task.name in wanted)
-    ]
-    if not again:
+    if not scheduler.take_back(wanted):
         raise CwlbridgeError("nothing to retry: no failed or cancelled task" + (" of that name" if names else ""))
-    # Tasks skipped because of them get their chance too.
-    with scheduler.state.transaction():
-        for node in again:
-            node.state, node.handle, node.message = WAITING, None, ""
-            node.started = node.ended = None
-            scheduler.state.set_task_state(node.task.name, WAITING, "retry requested")
-            scheduler._dirty.add(node.task.name)
-        for node in scheduler.nodes.values():
-            if node.state == SKIPPED and not node.message.startswith("condition"):
-                node.state, node.message = WAITING, ""
-                node.started = node.ended = None
-                scheduler.state.set_task_state(node.task.name, WAITING, "retry requested")
-                scheduler._dirty.add(node.task.name)
 
 
 def _match_tasks(scheduler: Any, names: list[str]) -> set[str]:
-    from cwlbridge.engine.progress import short_name
+    from cwlbridge.model.plan import short_name
 
     found: set[str] = set()
     outds = scheduler.plan.outds
@@ -320,8 +298,8 @@ def _match_tasks(scheduler: Any, names: list[str]) -> set[str]:
 
 
 def _conclude(scheduler: Any, state: Any, info: Any, interrupted: bool, *, quiet: bool, store: Any) -> int:
-    from cwlbridge.engine.progress import short_name
     from cwlbridge.engine.scheduler import CANCELLED, FAILED, FINISHED, SKIPPED
+    from cwlbridge.model.plan import short_name
 
     nodes = list(scheduler.nodes.values())
     failed = [n for n in nodes if n.state in (FAILED, CANCELLED)]
@@ -439,7 +417,7 @@ def _refuse_used_outds(plan: Any, settings: Settings) -> None:
 
 
 def _open_existing(args: argparse.Namespace) -> tuple[Path, Settings]:
-    from cwlbridge.engine.state import RunState, find_run
+    from cwlbridge.engine.state import RunState, find_run, pid_alive
 
     run_dir = find_run(args.run, Path(args.base).resolve())
     state = RunState.open(run_dir, readonly=True)
@@ -447,7 +425,7 @@ def _open_existing(args: argparse.Namespace) -> tuple[Path, Settings]:
         info = state.info()
     finally:
         state.close()
-    if info.status == "running" and info.pid and _alive(info.pid) and info.pid != os.getpid():
+    if info.status == "running" and info.pid and pid_alive(info.pid) and info.pid != os.getpid():
         raise CwlbridgeError(
             f"run {info.id} is still being run by process {info.pid}",
             hint=f"stop it first with `cwlbridge kill {info.id}`",
@@ -467,20 +445,10 @@ def run_retry(args: argparse.Namespace) -> int:
     return execute(run_dir, settings=settings, quiet=args.quiet, retry_tasks=list(args.task))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_kill(args: argparse.Namespace) -> int:
     """``cwlbridge kill RUN``: ask the running process to stop; cancel directly if it is gone."""
     from cwlbridge.engine.scheduler import CANCELLED, IN_FLIGHT
-    from cwlbridge.engine.state import RunState, find_run
+    from cwlbridge.engine.state import RunState, find_run, pid_alive
 
     run_dir = find_run(args.run, Path(args.base).resolve())
     state = RunState.open(run_dir)
@@ -491,12 +459,12 @@ def run_kill(args: argparse.Namespace) -> int:
         state.close()
         sys.stdout.write(f"run {info.id} has already ended ({info.status}); nothing to kill\n")
         return EXIT_OK
-    if info.status == "running" and info.pid and _alive(info.pid):
+    if info.status == "running" and info.pid and pid_alive(info.pid):
         os.kill(info.pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _alive(info.pid):
+        while time.monotonic() < deadline and pid_alive(info.pid):
             time.sleep(0.2)
-        if _alive(info.pid):
+        if pid_alive(info.pid):
             os.kill(info.pid, signal.SIGTERM)  # the second signal: kill at once
         sys.stdout.write(f"run {info.id}: stop requested from process {info.pid}\n")
         state.close()

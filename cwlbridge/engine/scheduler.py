@@ -97,10 +97,6 @@ class LoopState:
         }
 
 
-class EngineError(CwlbridgeError):
-    """The chain cannot be run as asked (e.g. a step type no backend here can run)."""
-
-
 def fill_template(text: str, iteration: int, variables: Mapping[str, Any]) -> str:
     """Replace iDDS's loop placeholders with the iteration number and variable values."""
     if "___idds___" not in text:
@@ -117,12 +113,8 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def concrete_task(task: Task, iteration: int, variables: Mapping[str, Any]) -> Task:
-    """A copy of ``task`` with every loop placeholder filled in."""
-
-    def fill(text: str) -> str:
-        return fill_template(text, iteration, variables)
-
+def map_task(task: Task, fill: Callable[[str], str]) -> Task:
+    """A copy of ``task`` with ``fill`` applied to every name and command it carries."""
     return dataclasses.replace(
         task,
         name=fill(task.name),
@@ -133,10 +125,13 @@ def concrete_task(task: Task, iteration: int, variables: Mapping[str, Any]) -> T
         output_datasets=[fill(d) for d in task.output_datasets],
         parents=[Parent(fill(p.task), p.link) for p in task.parents],
         condition=fill(task.condition) if task.condition else None,
-        condition_inputs={
-            k: [[fill(n) for n in element] for element in v] for k, v in task.condition_inputs.items()
-        },
+        condition_inputs={k: [[fill(n) for n in el] for el in v] for k, v in task.condition_inputs.items()},
     )
+
+
+def concrete_task(task: Task, iteration: int, variables: Mapping[str, Any]) -> Task:
+    """A copy of ``task`` with every loop placeholder filled in."""
+    return map_task(task, lambda text: fill_template(text, iteration, variables))
 
 
 # --------------------------------------------------------------------------- conditions
@@ -287,20 +282,7 @@ class Scheduler:
                     text = text.replace(name, fill_template(name, ls.iteration, ls.variables))
             return text
 
-        return concrete_task(
-            dataclasses.replace(
-                task,
-                in_ds=[fill(d) for d in task.in_ds],
-                secondary_ds=[fill(d) for d in task.secondary_ds],
-                exec=fill(task.exec) if task.exec is not None else None,
-                args=fill(task.args) if task.args is not None else None,
-                parents=[Parent(fill(p.task), p.link) for p in task.parents],
-                condition=fill(task.condition) if task.condition else None,
-                condition_inputs={k: [[fill(n) for n in el] for el in v] for k, v in task.condition_inputs.items()},
-            ),
-            1,
-            {},
-        )
+        return concrete_task(map_task(task, fill), 1, {})
 
     def _add_node(self, task: Task, iteration: int | None) -> Node:
         if task.name in self.nodes:
@@ -616,6 +598,29 @@ class Scheduler:
                         except CwlbridgeError as err:
                             node.message = f"cancel failed: {err.message}"
                     self._set_state(node, CANCELLED, "cancelled by the user")
+
+    def take_back(self, names: set[str] | None) -> int:
+        """Make failed/cancelled tasks (all, or those in ``names``) wait again, for a retry.
+
+        Tasks skipped because of them (not by a condition) get their chance too.  Returns how
+        many failed or cancelled tasks were taken back; 0 changes nothing.
+        """
+        again = [
+            n for n in self.nodes.values() if n.state in (FAILED, CANCELLED) and (names is None or n.task.name in names)
+        ]
+        if not again:
+            return 0
+        held_back = [n for n in self.nodes.values() if n.state == SKIPPED and not n.message.startswith("condition")]
+        with self.state.transaction():
+            for node in again + held_back:
+                if node.state != SKIPPED:
+                    node.handle = None
+                node.state, node.message = WAITING, ""
+                node.started = node.ended = None
+                self._track(node)
+                self.state.set_task_state(node.task.name, WAITING, "retry requested")
+                self._dirty.add(node.task.name)
+        return len(again)
 
     def request_stop(self) -> None:
         """First Ctrl-C: stop launching, cancel what runs, record it."""

@@ -150,7 +150,7 @@ class RunInfo:
 
     def effective_status(self) -> str:
         """The status, with a "running" run whose process is gone on this host shown as "interrupted"."""
-        if self.status == "running" and self.pid and self.host == socket.gethostname() and not _alive(self.pid):
+        if self.status == "running" and self.pid and self.host == socket.gethostname() and not pid_alive(self.pid):
             return "interrupted"
         return self.status
 
@@ -320,7 +320,8 @@ def list_runs(base: Path) -> list[RunInfo]:
     return result
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

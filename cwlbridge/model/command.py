@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
     plan.set_defaults(handler=run_plan)
 
 
-def _require_file(path: str, what: str) -> None:
+def require_file(path: str, what: str) -> None:
+    """A usage error unless ``path`` is an existing file."""
     if not os.path.exists(path):
         raise UsageError(f"{what} '{path}' does not exist")
     if os.path.isdir(path):
@@ -51,9 +52,9 @@ def _require_file(path: str, what: str) -> None:
 def run_validate(args: argparse.Namespace) -> int:
     from cwlbridge.model.rules import analyse
 
-    _require_file(args.chain, "chain file")
+    require_file(args.chain, "chain file")
     if args.inputs is not None:
-        _require_file(args.inputs, "inputs file")
+        require_file(args.inputs, "inputs file")
     analysis = analyse(args.chain, args.inputs)
     findings = analysis.findings
     if args.format == "json":
@@ -88,8 +89,8 @@ def run_plan(args: argparse.Namespace) -> int:
     from cwlbridge.model import plan as plan_mod
     from cwlbridge.model.rules import analyse, check_outds
 
-    _require_file(args.chain, "chain file")
-    _require_file(args.inputs, "inputs file")
+    require_file(args.chain, "chain file")
+    require_file(args.inputs, "inputs file")
     problem = check_outds(args.outds)
     if problem:
         raise UsageError(problem)

@@ -106,8 +106,9 @@ class Plan:
         return json.dumps(self.to_json(), indent=2) + "\n"
 
 
-def _short(name: str, outds: str) -> str:
-    return name[len(outds) + 1 :] if name.startswith(outds + "_") else name
+def short_name(name: str, outds: str) -> str:
+    """A task or dataset name without the ``{outDS}_`` prefix."""
+    return name[len(outds) + 1 :] if outds and name.startswith(outds + "_") else name
 
 
 def to_table_rows(plan: Plan) -> list[list[str]]:
@@ -115,14 +116,14 @@ def to_table_rows(plan: Plan) -> list[list[str]]:
     rows = []
     for task in plan.tasks:
         inputs = task.in_ds + [f"{s} (2nd)" for s in task.secondary_ds]
-        parents = [f"{_short(p.task, plan.outds)} ({p.link})" for p in task.parents]
+        parents = [f"{short_name(p.task, plan.outds)} ({p.link})" for p in task.parents]
         rows.append(
             [
                 f"{task.id:03d}",
-                _short(task.name, plan.outds),
+                short_name(task.name, plan.outds),
                 task.type + (" ⟳" if task.in_loop else ""),
                 "\n".join(inputs) or "-",
-                "\n".join(_short(d, plan.outds) for d in task.output_datasets) or "-",
+                "\n".join(short_name(d, plan.outds) for d in task.output_datasets) or "-",
                 "\n".join(parents) or "-",
             ]
         )
