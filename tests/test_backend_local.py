@@ -142,8 +142,8 @@ def _run(backend: LocalBackend, handle: str, timeout: float = 60.0) -> TaskStatu
 def _stdouts(handle: str) -> list[str]:
     """Each job's stdout (last attempt), in job order."""
     result = {}
-    for path in sorted(Path(handle).glob("*.*/stdout")):
-        index = int(path.parent.name.split(".")[0])
+    for path in sorted(Path(handle).glob("*.*.stdout")):
+        index = int(path.name.split(".")[0])
         result[index] = path.read_text()
     return [result[k] for k in sorted(result)]
 
@@ -370,8 +370,8 @@ def test_a_failed_job_is_retried_in_a_fresh_directory(backend: LocalBackend, tmp
     assert status.jobs[0].attempts == 2
     first, second = Path(handle) / "000001.1", Path(handle) / "000001.2"
     assert observe(first).exit_code == 3
-    assert (first / "stderr").read_text() == "bad\n"
-    assert (first / "work" / "leftover").exists() and not (second / "work" / "leftover").exists()
+    assert Path(f"{first}.stderr").read_text() == "bad\n"
+    assert (first / "leftover").exists() and not (second / "leftover").exists()
     assert observe(second).exit_code == 0
 
 
@@ -382,7 +382,7 @@ def test_retries_run_out(backend: LocalBackend, tmp_path: Path, sandbox: Path) -
     assert status.phase == "failed"
     assert status.jobs[0].attempts == 3 and status.jobs[0].exit_code == 5
     assert "exit code 5" in status.message and "after 3 attempts" in status.message
-    assert sorted(p.name for p in Path(handle).glob("000001.*")) == ["000001.1", "000001.2", "000001.3"]
+    assert sorted(p.name for p in Path(handle).glob("000001.*") if p.is_dir()) == ["000001.1", "000001.2", "000001.3"]
     # Backoff: each attempt started after the previous one ended (plus a growing delay).
     ends = [observe(Path(handle) / f"000001.{n}").ended or 0.0 for n in (1, 2)]
     starts = [observe(Path(handle) / f"000001.{n}").started or 0.0 for n in (2, 3)]
@@ -539,7 +539,9 @@ def test_submit_is_idempotent(store: LocalStore, backend: LocalBackend, tmp_path
     release.touch()
     assert _run(backend, handle).phase == "finished"
     assert count.read_text() == "x\n"
-    assert sorted(p.name for p in Path(handle).iterdir()) == ["000001.1", "task.json"]
+    assert sorted(p.name for p in Path(handle).iterdir()) == [
+        "000001.1", "000001.1.jsonl", "000001.1.stderr", "000001.1.stdout", "task.json"
+    ]  # fmt: skip
 
 
 def test_a_fresh_backend_adopts_running_jobs_and_starts_the_rest(
@@ -727,7 +729,7 @@ def test_a_reana_step_that_is_not_the_submitter_runs_once_without_staging(
     assert status.phase == "finished"
     assert len(status.jobs) == 1
     assert "f0.root" not in _stdouts(handle)[0]
-    work = Path(handle) / "000001.1" / "work"
+    work = Path(handle) / "000001.1"
     assert (work / "fit.txt").read_text() == f"fit {INPUT} %IN\n"
 
 
@@ -751,21 +753,25 @@ def test_container_image_in_opt_args_and_use_secrets_are_noticed(
 
 
 def test_container_command_lines(tmp_path: Path) -> None:
-    attempt = tmp_path / "000001.1"
-    work = attempt / "work"
+    bind = tmp_path
+    work = tmp_path / "000001.1"
+    payload = tmp_path / "000001.1.payload.sh"
     docker = container_command(
-        "docker", "docker://python:3.11", attempt=attempt, work=work, env_names=["A", "B"], name="cwlbridge-x"
-    )
+        "docker", "docker://python:3.11", bind=bind, payload=payload, work=work, env_names=["A", "B"],
+        name="cwlbridge-x",
+    )  # fmt: skip
     assert docker == [
         "docker", "run", "--rm", "--init", "--name", "cwlbridge-x",
-        "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{attempt}:{attempt}", "-w", str(work),
-        "-e", "A", "-e", "B", "python:3.11", "/bin/sh", f"{attempt}/payload.sh",
+        "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{bind}:{bind}", "-w", str(work),
+        "-e", "A", "-e", "B", "python:3.11", "/bin/sh", str(payload),
     ]  # fmt: skip
-    apptainer = container_command("apptainer", "python:3.11", attempt=attempt, work=work, env_names=[])
+    apptainer = container_command("apptainer", "python:3.11", bind=bind, payload=payload, work=work, env_names=[])
     assert apptainer[1:] == [
-        "exec", "--bind", str(attempt), "--pwd", str(work), "docker://python:3.11", "/bin/sh", f"{attempt}/payload.sh",
+        "exec", "--bind", str(bind), "--pwd", str(work), "docker://python:3.11", "/bin/sh", str(payload),
     ]  # fmt: skip
-    cvmfs = container_command("apptainer", "/cvmfs/unpacked.cern.ch/x", attempt=attempt, work=work, env_names=[])
+    cvmfs = container_command(
+        "apptainer", "/cvmfs/unpacked.cern.ch/x", bind=bind, payload=payload, work=work, env_names=[]
+    )
     assert cvmfs[-3] == "/cvmfs/unpacked.cern.ch/x"
     assert find_container_engine("never") == (None, "--containers never")
 
@@ -813,8 +819,9 @@ def test_a_container_step_runs_through_the_engine(store: LocalStore, tmp_path: P
     argv = calls.read_text().splitlines()
     attempt = Path(handle) / "000001.1"
     assert argv[:2] == ["run", "--rm"]
-    assert argv[argv.index("-w") + 1] == str(attempt / "work")
-    assert argv[-3:] == ["alpine:3", "/bin/sh", str(attempt / "payload.sh")]
-    assert (attempt / "payload.sh").read_text() == "echo inside > out.txt\n"
+    assert argv[argv.index("-w") + 1] == str(attempt)
+    assert argv[argv.index("-v") + 1] == f"{handle}:{handle}"
+    assert argv[-3:] == ["alpine:3", "/bin/sh", f"{attempt}.payload.sh"]
+    assert Path(f"{attempt}.payload.sh").read_text() == "echo inside > out.txt\n"
     record = JobRecord.read(attempt)
     assert record is not None and record.container == argv[argv.index("--name") + 1]

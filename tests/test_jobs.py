@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 
 from cwlbridge.backends import jobs
-from cwlbridge.backends.jobs import JobRecord, JobRunner, append_note, job_mark, observe, read_log
+from cwlbridge.backends.jobs import (
+    JobRecord,
+    JobRunner,
+    append_note,
+    job_mark,
+    log_path,
+    observe,
+    read_log,
+    stderr_path,
+    stdout_path,
+)
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 
@@ -96,11 +106,12 @@ def test_a_job_runs_in_its_directory_with_outputs_and_exit_code(tmp_path: Path, 
     assert state.state == "done"
     assert state.exit_code == 7
     assert state.started is not None and state.ended is not None and state.ended >= state.started
-    assert (job_dir / "stdout").read_text() == f"hello from {work}\n"
-    assert (job_dir / "stderr").read_text() == "oops\n"
-    first, second = (job_dir / "job.jsonl").read_text().splitlines()
+    assert Path(stdout_path(job_dir)).read_text() == f"hello from {work}\n"
+    assert Path(stderr_path(job_dir)).read_text() == "oops\n"
+    first, second = Path(log_path(job_dir)).read_text().splitlines()
     assert json.loads(first)["pid"] == record.pid and json.loads(second) == {"exit": 7}
-    assert sorted(p.name for p in job_dir.iterdir()) == ["job.jsonl", "stderr", "stdout"]
+    assert sorted(p.name for p in tmp_path.glob("job*")) == ["job", "job.jsonl", "job.stderr", "job.stdout"]
+    assert not any(job_dir.iterdir())  # the job's own files are beside its name
     assert runner.running == 0
 
 
@@ -122,7 +133,8 @@ def test_the_command_runs_as_sh_c_would_run_it(tmp_path: Path, runner: JobRunner
         pending -= set(runner.wait(1.0))
     assert not pending, f"{pending} did not end in time"
     for name, (_, code, out) in cases.items():
-        assert (observe(tmp_path / name).exit_code, (tmp_path / name / "stdout").read_text()) == (code, out), name
+        got = (observe(tmp_path / name).exit_code, Path(stdout_path(tmp_path / name)).read_text())
+        assert got == (code, out), name
 
 
 def test_exit_by_signal_and_a_failing_cd_still_give_an_exit_code(tmp_path: Path, runner: JobRunner) -> None:
@@ -204,7 +216,7 @@ def test_a_second_process_adopts_a_job_whose_launcher_was_killed(tmp_path: Path,
     _wait_for(runner, job_dir)
     state = observe(job_dir)
     assert (state.state, state.exit_code) == ("done", 4)
-    assert (job_dir / "stdout").read_text() == "finished\n"
+    assert Path(stdout_path(job_dir)).read_text() == "finished\n"
 
 
 def test_a_job_gone_without_exit_code_is_lost(tmp_path: Path, runner: JobRunner) -> None:
@@ -222,7 +234,7 @@ def test_a_job_gone_without_exit_code_is_lost(tmp_path: Path, runner: JobRunner)
 def _log_with_record(job_dir: Path, pid: int, mark: str) -> None:
     job_dir.mkdir()
     record = JobRecord(pid=pid, pgid=pid, sid=pid, started=time.time(), mark=mark)
-    (job_dir / "job.jsonl").write_text(json.dumps(record.to_json()) + "\n")
+    Path(log_path(job_dir)).write_text(json.dumps(record.to_json()) + "\n")
 
 
 def test_a_reused_pid_is_not_taken_for_the_job(tmp_path: Path) -> None:
@@ -249,7 +261,7 @@ def test_only_whole_log_lines_count(tmp_path: Path) -> None:
     """An unfinished line is not written yet; a line cut short and followed by another is skipped."""
     job_dir = tmp_path / "job"
     _log_with_record(job_dir, 2**22 + 17, "x")  # above any pid_max: no such process
-    log = job_dir / "job.jsonl"
+    log = Path(log_path(job_dir))
     with open(log, "a") as handle:
         handle.write('{"exit":')
     assert observe(job_dir).state == "lost"

@@ -1,8 +1,8 @@
 """Container command lines for jobs whose task names an image (``opt_containerImage``).
 
-A job's command goes into ``payload.sh`` in its attempt directory; the container engine runs
-it with the attempt directory bound at the same path and the job's work directory as the
-working directory.  Docker containers get a name, so a kill can ``docker kill`` them (the
+A job's command goes into a payload file beside its working directory; the container engine
+runs it with the task attempt's directory (which holds both) bound at the same path and the
+job's working directory as the working directory.  Docker containers get a name, so a kill can ``docker kill`` them (the
 ``docker run`` client dying does not stop the container); Apptainer runs as child processes,
 which the process-tree kill reaches.
 """
@@ -16,38 +16,39 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-PAYLOAD_FILE = "payload.sh"
+#: The payload of job JOB is JOB.payload.sh.
+PAYLOAD_SUFFIX = ".payload.sh"
 
 
 def container_command(
     engine: str,
     image: str,
     *,
-    attempt: Path,
+    bind: Path,
+    payload: Path,
     work: Path,
     env_names: Sequence[str],
     name: str | None = None,
 ) -> list[str]:
-    """The command line that runs a job's ``payload.sh`` inside ``image`` with ``engine``.
+    """The command line that runs a job's ``payload`` file inside ``image`` with ``engine``.
 
-    The attempt directory is bound at the same path, the job works in ``work``, and the
+    ``bind`` (holding the payload and ``work``) is bound at the same path, the job works in ``work``, and the
     environment variables ``env_names`` are passed by name (values never on the command line).
     Docker runs as the calling user so outputs stay the user's; Apptainer does that itself.
     """
-    payload = str(attempt / PAYLOAD_FILE)
     if engine == "docker":
         reference = image[len("docker://") :] if image.startswith("docker://") else image
         argv = ["docker", "run", "--rm", "--init"]
         if name:
             argv += ["--name", name]
-        argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{attempt}:{attempt}", "-w", str(work)]
+        argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{bind}:{bind}", "-w", str(work)]
         for env_name in env_names:
             argv += ["-e", env_name]
-        return argv + [reference, "/bin/sh", payload]
+        return argv + [reference, "/bin/sh", str(payload)]
     if engine == "apptainer":
         reference = image if re.match(r"^[a-z]+://", image) or image.startswith("/") else f"docker://{image}"
         tool = "apptainer" if shutil.which("apptainer") or not shutil.which("singularity") else "singularity"
-        return [tool, "exec", "--bind", str(attempt), "--pwd", str(work), reference, "/bin/sh", payload]
+        return [tool, "exec", "--bind", str(bind), "--pwd", str(work), reference, "/bin/sh", str(payload)]
     raise ValueError(f"unknown container engine {engine!r}")
 
 

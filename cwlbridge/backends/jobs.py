@@ -11,15 +11,17 @@ recorded; ``$$`` is the wrapper's pid, which is the job's process group and sess
 Because the job is not in cwlbridge's process group, Ctrl-C and SIGKILL of cwlbridge leave
 it running, and a later cwlbridge can adopt it from the files alone.
 
-A job directory holds (nothing else is written there):
+A job is named by a path, ``JOB``; its files sit beside that path (nothing else is
+written for it, and ``JOB`` itself is left to the caller, e.g. as the job's working
+directory):
 
-- ``job.jsonl``: the job's log, one JSON object a line, only ever appended to: first the
+- ``JOB.jsonl``: the job's log, one JSON object a line, only ever appended to: first the
   record (pid, pgid, sid, ``started`` in epoch seconds, ``mark``, a container name if any,
   and the command), written before the go-ahead; then ``{"exit": CODE}``, appended by the
   wrapper; then whatever the caller notes with ``append_note`` (e.g. that the outputs are
   stored).  One file instead of a record, an exit-code file and notes: creating a file is
   the dearest step of starting a job on a disk-backed file system, appending is not.
-- ``stdout``, ``stderr``: the command's output
+- ``JOB.stdout``, ``JOB.stderr``: the command's output
 
 Every line goes out in one ``write`` with ``O_APPEND``, so a reader sees whole lines plus at
 most an unfinished last one (no newline yet, or cut short by a kill), which it ignores: an
@@ -57,9 +59,10 @@ from cwlbridge.errors import CwlbridgeError
 #: Environment variable holding the job tokens of every process of a job (":"-separated).
 MARK_ENV = "CWLBRIDGE_JOB_MARK"
 
-LOG_FILE = "job.jsonl"
-STDOUT_FILE = "stdout"
-STDERR_FILE = "stderr"
+#: Suffixes of a job's files (see the module's docstring).
+LOG_SUFFIX = ".jsonl"
+STDOUT_SUFFIX = ".stdout"
+STDERR_SUFFIX = ".stderr"
 
 #: Linux refuses a single argument longer than 128 KiB (MAX_ARG_STRLEN).
 MAX_COMMAND_BYTES = 120 * 1024
@@ -67,16 +70,16 @@ MAX_COMMAND_BYTES = 120 * 1024
 NOT_STARTED_EXIT = 111
 
 _SH = "/bin/sh"
-# $1: job directory, $2: working directory, $3: the command.  `shift 3` leaves the command
-# without positional parameters, as `sh -c` would.
+# $1: the job's name (its files are $1.jsonl, ...), $2: working directory, $3: the command.
+# `shift 3` leaves the command without positional parameters, as `sh -c` would.
 _WRAPPER = (
     "IFS= read -r __cwlb_go || :\n"
     f'[ "$__cwlb_go" = go ] || exit {NOT_STARTED_EXIT}\n'
-    "__cwlb_dir=$1 __cwlb_cmd=$3\n"
-    f'cd "$2" || {{ printf \'{{"exit":127}}\\n\' >>"$__cwlb_dir/{LOG_FILE}"; exit 0; }}\n'
+    "__cwlb_job=$1 __cwlb_cmd=$3\n"
+    f'cd "$2" || {{ printf \'{{"exit":127}}\\n\' >>"$__cwlb_job{LOG_SUFFIX}"; exit 0; }}\n'
     "shift 3\n"
-    f'( eval "$__cwlb_cmd" ) </dev/null >"$__cwlb_dir/{STDOUT_FILE}" 2>"$__cwlb_dir/{STDERR_FILE}"\n'
-    f'printf \'{{"exit":%d}}\\n\' "$?" >>"$__cwlb_dir/{LOG_FILE}"\n'
+    f'( eval "$__cwlb_cmd" ) </dev/null >"$__cwlb_job{STDOUT_SUFFIX}" 2>"$__cwlb_job{STDERR_SUFFIX}"\n'
+    f'printf \'{{"exit":%d}}\\n\' "$?" >>"$__cwlb_job{LOG_SUFFIX}"\n'
 )
 
 JobStateName = Literal["absent", "running", "done", "lost"]
@@ -84,7 +87,7 @@ JobStateName = Literal["absent", "running", "done", "lost"]
 
 @dataclass(frozen=True)
 class JobRecord:
-    """What the first line of ``job.jsonl`` says about a started job."""
+    """What the first line of a job's log says about a started job."""
 
     pid: int
     pgid: int
@@ -122,9 +125,9 @@ class JobRecord:
             return None
 
     @classmethod
-    def read(cls, job_dir: Path) -> JobRecord | None:
-        """The record in ``job_dir``, or None when there is none (or it is unreadable)."""
-        return read_log(job_dir).record
+    def read(cls, job: Path) -> JobRecord | None:
+        """The record in the log of ``job``, or None when there is none (or it is unreadable)."""
+        return read_log(job).record
 
 
 @dataclass(frozen=True)
@@ -137,14 +140,29 @@ class JobLog:
     mtime: float | None = None  # when the log was last written
 
 
-def read_log(job_dir: Path) -> JobLog:
-    """Parse ``job.jsonl`` in ``job_dir`` (an absent or unreadable log is an empty one).
+def log_path(job: Path | str) -> str:
+    """The log of the job named ``job``."""
+    return f"{job}{LOG_SUFFIX}"
+
+
+def stdout_path(job: Path | str) -> str:
+    """Where the command of the job named ``job`` writes its standard output."""
+    return f"{job}{STDOUT_SUFFIX}"
+
+
+def stderr_path(job: Path | str) -> str:
+    """Where the command of the job named ``job`` writes its standard error."""
+    return f"{job}{STDERR_SUFFIX}"
+
+
+def read_log(job: Path | str) -> JobLog:
+    """Parse the log of ``job`` (an absent or unreadable log is an empty one).
 
     Only whole lines count: an unfinished last line, or a line that is not a JSON object
     (what remains of one cut short, with a later line appended), is left out.
     """
     try:
-        with open(os.path.join(job_dir, LOG_FILE), "rb") as handle:
+        with open(log_path(job), "rb") as handle:
             raw = handle.read()
             mtime = os.fstat(handle.fileno()).st_mtime
     except OSError:
@@ -169,10 +187,10 @@ def read_log(job_dir: Path) -> JobLog:
     return JobLog(record, exit_code, tuple(notes), mtime)
 
 
-def append_note(job_dir: Path, note: Mapping[str, Any]) -> None:
+def append_note(job: Path | str, note: Mapping[str, Any]) -> None:
     """Append one line to the job's log (created if the job never started); one ``write``."""
     line = (json.dumps(note, separators=(",", ":")) + "\n").encode("utf-8")
-    fd = os.open(os.path.join(job_dir, LOG_FILE), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = os.open(log_path(job), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         size = os.fstat(fd).st_size
         # After a line cut short, start a new one, so that this one is whole.
@@ -185,9 +203,9 @@ def append_note(job_dir: Path, note: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class JobState:
-    """A job directory as seen now.
+    """A job as seen now.
 
-    ``absent``: never started (safe to start in this directory); ``running``: its wrapper is
+    ``absent``: never started (safe to start under this name); ``running``: its wrapper is
     alive; ``done``: the command ended with ``exit_code``; ``lost``: started, but the wrapper
     is gone without an exit code (killed, or the machine went down).  ``notes`` are the
     lines appended with ``append_note``, in order.
@@ -201,9 +219,9 @@ class JobState:
     notes: tuple[dict[str, Any], ...] = ()
 
 
-def job_mark(job_dir: Path) -> str:
-    """The token that marks the processes of the job in ``job_dir`` (stable across restarts)."""
-    return hashlib.sha1(str(job_dir).encode("utf-8")).hexdigest()[:20]
+def job_mark(job: Path | str) -> str:
+    """The token that marks the processes of the job named ``job`` (stable across restarts)."""
+    return hashlib.sha1(str(job).encode("utf-8")).hexdigest()[:20]
 
 
 def _done(log: JobLog) -> JobState:
@@ -215,9 +233,9 @@ def _done(log: JobLog) -> JobState:
     return JobState("done", log.exit_code, started, ended, log.record, log.notes)
 
 
-def observe(job_dir: Path) -> JobState:
-    """Look at a job directory: absent, running, done or lost (see JobState)."""
-    log = read_log(job_dir)
+def observe(job: Path | str) -> JobState:
+    """Look at a job: absent, running, done or lost (see JobState)."""
+    log = read_log(job)
     if log.exit_code is not None:
         return _done(log)
     record = log.record
@@ -226,7 +244,7 @@ def observe(job_dir: Path) -> JobState:
     if is_job_wrapper(record.pid, record.mark):
         return JobState("running", None, record.started, None, record, log.notes)
     # It may have written its code between the two looks.
-    log = read_log(job_dir)
+    log = read_log(job)
     if log.exit_code is not None:
         return _done(log)
     return JobState("lost", None, record.started, None, record, log.notes)
@@ -356,7 +374,7 @@ def _signal_all(pids: Iterable[int], sig: int) -> None:
 
 @dataclass
 class _Watch:
-    job_dir: Path
+    job: Path
     pid: int
     mark: str
     child: bool  # started by this process, so it must be reaped here
@@ -377,32 +395,32 @@ class JobRunner:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._watched: dict[int, _Watch] = {}  # by pid
-        self._dirs: set[Path] = set()
+        self._jobs: set[Path] = set()
         self._ended: list[Path] = []
 
     # -- starting ---------------------------------------------------------------------------
 
     def launch(
         self,
-        job_dir: Path,
+        job: Path,
         command: str,
         *,
         cwd: Path,
         env: Mapping[str, str],
         container: str | None = None,
     ) -> JobRecord:
-        """Start ``command`` (shell text) for the job in ``job_dir``, working in ``cwd``.
+        """Start ``command`` (shell text) as the job named ``job``, working in ``cwd``.
 
-        ``job_dir`` must exist and hold no record yet.  ``container`` names a container the
+        The directory of ``job`` must exist, and the job must have no record yet.  ``container`` names a container the
         command starts (``docker run --name …``) so that a kill can stop it too.
         """
-        job_dir = Path(os.path.abspath(job_dir))
+        job = Path(os.path.abspath(job))
         if len(command.encode("utf-8")) > MAX_COMMAND_BYTES:
             raise CwlbridgeError(
-                f"the command of the job in {job_dir} is {len(command)} characters long;"
+                f"the command of the job in {job} is {len(command)} characters long;"
                 f" at most {MAX_COMMAND_BYTES} fit on one command line"
             )
-        mark = job_mark(job_dir)
+        mark = job_mark(job)
         inherited = env.get(MARK_ENV, "")
         environ = dict(env)
         environ[MARK_ENV] = f"{inherited}:{mark}" if inherited else mark
@@ -410,7 +428,7 @@ class JobRunner:
         try:
             pid = os.posix_spawn(
                 _SH,
-                [_SH, "-c", _WRAPPER, _SH, str(job_dir), str(cwd), command],
+                [_SH, "-c", _WRAPPER, _SH, str(job), str(cwd), command],
                 environ,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, go_r, 0),
@@ -421,7 +439,7 @@ class JobRunner:
             )
         except OSError as exc:
             os.close(go_w)
-            raise CwlbridgeError(f"cannot start a job in {job_dir}: {exc.strerror or exc}") from exc
+            raise CwlbridgeError(f"cannot start a job in {job}: {exc.strerror or exc}") from exc
         finally:
             os.close(go_r)
         record = JobRecord(
@@ -430,7 +448,7 @@ class JobRunner:
         try:
             # Truncated: what a launcher killed before its go-ahead left is not a record.
             line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode("utf-8")
-            fd = os.open(job_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+            fd = os.open(log_path(job), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
             try:
                 if os.write(fd, line) != len(line):
                     raise OSError(errno.EIO, "the record was written in part")
@@ -440,18 +458,18 @@ class JobRunner:
             # No go-ahead: the wrapper reads end of file and exits without running the command.
             os.close(go_w)
             os.waitpid(pid, 0)
-            raise CwlbridgeError(f"cannot record the job in {job_dir}: {exc.strerror or exc}") from exc
+            raise CwlbridgeError(f"cannot record the job in {job}: {exc.strerror or exc}") from exc
         try:
             os.write(go_w, b"go\n")
         finally:
             os.close(go_w)
-        self._add_watch(_Watch(job_dir, pid, mark, True, _pidfd(pid)))
+        self._add_watch(_Watch(job, pid, mark, True, _pidfd(pid)))
         return record
 
-    def adopt(self, job_dir: Path, record: JobRecord) -> bool:
+    def adopt(self, job: Path, record: JobRecord) -> bool:
         """Watch a job another process started; False if it is not running any more."""
-        job_dir = Path(os.path.abspath(job_dir))
-        if job_dir in self._dirs:
+        job = Path(os.path.abspath(job))
+        if job in self._jobs:
             return True
         pidfd = _pidfd(record.pid)
         # The pidfd pins the process, so this check cannot race with pid reuse.
@@ -459,16 +477,16 @@ class JobRunner:
             if pidfd is not None:
                 os.close(pidfd)
             return False
-        self._add_watch(_Watch(job_dir, record.pid, record.mark, False, pidfd))
+        self._add_watch(_Watch(job, record.pid, record.mark, False, pidfd))
         return True
 
-    def watching(self, job_dir: Path) -> bool:
-        """Whether a job directory's process is watched by this runner."""
-        return Path(os.path.abspath(job_dir)) in self._dirs
+    def watching(self, job: Path) -> bool:
+        """Whether a job's process is watched by this runner."""
+        return Path(os.path.abspath(job)) in self._jobs
 
     def _add_watch(self, watch: _Watch) -> None:
         self._watched[watch.pid] = watch
-        self._dirs.add(watch.job_dir)
+        self._jobs.add(watch.job)
         if watch.pidfd is not None:
             self._selector.register(watch.pidfd, selectors.EVENT_READ, watch.pid)
 
@@ -485,7 +503,7 @@ class JobRunner:
             os.write(self._wake_w, b"x")
 
     def wait(self, timeout: float) -> list[Path]:
-        """Block until a watched job ends (or ``wake``, or ``timeout``); the ended job dirs."""
+        """Block until a watched job ends (or ``wake``, or ``timeout``); the jobs that ended."""
         if not self._ended:
             fallback = [w for w in self._watched.values() if w.pidfd is None]
             limit = min(timeout, 0.05) if fallback else timeout
@@ -513,11 +531,11 @@ class JobRunner:
         elif is_job_wrapper(watch.pid, watch.mark):
             return
         self._forget(watch)
-        self._ended.append(watch.job_dir)
+        self._ended.append(watch.job)
 
     def _forget(self, watch: _Watch) -> None:
         self._watched.pop(watch.pid, None)
-        self._dirs.discard(watch.job_dir)
+        self._jobs.discard(watch.job)
         if watch.pidfd is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(watch.pidfd)
@@ -525,18 +543,18 @@ class JobRunner:
 
     # -- killing ----------------------------------------------------------------------------
 
-    def kill(self, job_dir: Path, *, grace: float = 2.0) -> None:
+    def kill(self, job: Path, *, grace: float = 2.0) -> None:
         """Kill the job's whole process tree (see ``kill_all``)."""
-        self.kill_all([job_dir], grace=grace)
+        self.kill_all([job], grace=grace)
 
-    def kill_all(self, job_dirs: Sequence[Path], *, grace: float = 2.0) -> None:
+    def kill_all(self, jobs: Sequence[Path], *, grace: float = 2.0) -> None:
         """Kill the whole process trees of these jobs: SIGTERM, ``grace`` seconds, SIGKILL.
 
         Processes are collected before any signal (so none is missed by being re-parented),
         frozen with SIGSTOP before SIGKILL (so none can fork away), and checked to be gone.
         Raises CwlbridgeError naming the pids that survive (e.g. stuck in the kernel).
         """
-        records = [r for r in (JobRecord.read(Path(os.path.abspath(d))) for d in job_dirs) if r is not None]
+        records = [r for r in (JobRecord.read(Path(os.path.abspath(d))) for d in jobs) if r is not None]
         if not records:
             return
         for record in records:
@@ -574,7 +592,7 @@ class JobRunner:
             if not left:
                 break
             if time.monotonic() > deadline:
-                where = ", ".join(str(d) for d in job_dirs)
+                where = ", ".join(str(d) for d in jobs)
                 raise CwlbridgeError(f"processes {left} of the job(s) in {where} survived SIGKILL")
             _signal_all(left, signal.SIGKILL)
             time.sleep(0.02)
@@ -591,7 +609,7 @@ class JobRunner:
                     self._selector.unregister(watch.pidfd)
                 os.close(watch.pidfd)
         self._watched.clear()
-        self._dirs.clear()
+        self._jobs.clear()
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(self._wake_r)
         self._selector.close()

@@ -10,12 +10,13 @@ Everything lives under the task attempt's ``TaskSpec.workdir``, which is also th
     task.json               what to run: the task, its outputs, and the jobs cut so far
     inputs-closed           growing inputs are complete (``inputs_closed`` was called)
     cancelled               the task was cancelled
-    000001.1/               job 1, attempt 1: a ``jobs.JobRunner`` job directory, plus
-        job.jsonl           the job's log (``jobs``): its record and exit code, then a note
+    000001.1/               job 1, attempt 1: its working directory (sandbox copy, inputs,
+                            outputs), and the name of its ``jobs.JobRunner`` job, whose
+                            files sit beside it:
+    000001.1.jsonl          the job's log (``jobs``): its record and exit code, then a note
                             that its outputs are stored (the attempt is finished), or why
                             it failed when the exit code does not say it
-        stdout, stderr      the command's output
-        work/               the job's working directory (sandbox copy, inputs, outputs)
+    000001.1.stdout/.stderr the command's output
 
 so a later cwlbridge process (a resumed run, or ``cwlbridge kill``) picks up where this one
 stopped: it adopts running jobs, starts those not started, and never reruns an attempt
@@ -42,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from cwlbridge.backends.base import Backend, JobInfo, Phase, TaskSpec, TaskStatus
-from cwlbridge.backends.containers import PAYLOAD_FILE, container_command, find_container_engine
-from cwlbridge.backends.jobs import MARK_ENV, JobRunner, JobState, append_note, job_mark, observe
+from cwlbridge.backends.containers import PAYLOAD_SUFFIX, container_command, find_container_engine
+from cwlbridge.backends.jobs import MARK_ENV, JobRunner, JobState, append_note, job_mark, observe, stderr_path
 from cwlbridge.backends.sandbox import SANDBOX_MANY_FILES, Sandbox
 from cwlbridge.backends.splitting import (
     InputFile,
@@ -289,7 +290,7 @@ class LocalBackend(Backend):
             self.store.create(output.dataset)
         workdir.mkdir(parents=True, exist_ok=True)
         run.save()
-        self._adopt_run(run)
+        self._adopt_run(run, fresh=True)
         self._pump()
         return handle
 
@@ -553,14 +554,19 @@ class LocalBackend(Backend):
         self._adopt_run(run)
         return run
 
-    def _adopt_run(self, run: _TaskRun) -> None:
-        """Take a task into this backend: find each job's state on disk and queue or watch it."""
+    def _adopt_run(self, run: _TaskRun, *, fresh: bool = False) -> None:
+        """Take a task into this backend: find each job's state on disk and queue or watch it.
+
+        ``fresh``: the task was planned just now, so nothing of it is on disk to look at.
+        """
         self._runs[run.handle] = run
         attempts: dict[int, int] = {}
         with contextlib.suppress(FileNotFoundError):
-            for entry in os.listdir(run.workdir):
-                serial, dot, number = entry.partition(".")
-                if dot and serial.isdigit() and number.isdigit():
+            # A job attempt began when its directory or its log exists: 000001.2, 000001.2.jsonl.
+            for entry in os.listdir(run.workdir) if not fresh else ():
+                serial, _, rest = entry.partition(".")
+                number = rest.partition(".")[0]
+                if serial.isdigit() and number.isdigit():
                     index = int(serial) - 1
                     attempts[index] = max(attempts.get(index, 0), int(number))
         for job in run.jobs:
@@ -645,13 +651,11 @@ class LocalBackend(Backend):
         if not job.reuse_attempt:
             job.attempts += 1
         job.reuse_attempt = False
-        attempt = self._attempt_dir(run, job)
-        work = attempt / "work"
+        attempt = work = self._attempt_dir(run, job)  # the job's name and working directory
         job.started, job.ended, job.exit_code = time.time(), None, None
         try:
-            for directory in (attempt, work):
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(directory)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(work)
             sandbox = self._sandbox(run.sandbox)
             sandbox.copy_into(work)
             self._stage(job, work, sandbox)
@@ -668,7 +672,6 @@ class LocalBackend(Backend):
             message = err.message if isinstance(err, CwlbridgeError) else f"{err.strerror or err}: {err.filename}"
             note = {"failure": f"could not start: {message}"}
             with contextlib.suppress(OSError):
-                attempt.mkdir(parents=True, exist_ok=True)
                 append_note(attempt, note)
             self._attempt_ended(run, job, JobState("absent", notes=(note,)))
             return
@@ -756,7 +759,7 @@ class LocalBackend(Backend):
             job.phase = "failed"
 
     def _register_outputs(self, run: _TaskRun, job: _Job, attempt: Path) -> None:
-        work = attempt / "work"
+        work = attempt
         prefix = lfn_prefix(run.name)
         pairs: dict[str, list[tuple[str, Path]]] = {}
         for output in run.outputs:
@@ -824,7 +827,7 @@ class LocalBackend(Backend):
             after = f" after {first.attempts} attempts" if first.attempts > 1 else ""
             message = (
                 f"{len(failed)} of {len(run.jobs)} job(s) failed; job {first.index + 1}:"
-                f" {first.message or 'failed'}{after} (logs: {self._attempt_dir(run, first)})"
+                f" {first.message or 'failed'}{after} (logs: {stderr_path(self._attempt_dir(run, first))})"
             )
             return TaskStatus("failed", jobs, produced, message)
         return TaskStatus("finished", jobs, produced)
@@ -871,10 +874,13 @@ class LocalBackend(Backend):
         if engine is None:
             self._say_once("container", f"container {image} requested; running on the host: {reason}")
             return job.command, None
-        (attempt / PAYLOAD_FILE).write_text(job.command + "\n", encoding="utf-8")
+        payload = Path(f"{attempt}{PAYLOAD_SUFFIX}")
+        payload.write_text(job.command + "\n", encoding="utf-8")
         name = f"cwlbridge-{job_mark(attempt)}" if engine == "docker" else None
         env_names = sorted({*run.env, "CWLBRIDGE_STORE", MARK_ENV})
-        argv = container_command(engine, image, attempt=attempt, work=work, env_names=env_names, name=name)
+        argv = container_command(
+            engine, image, bind=run.workdir, payload=payload, work=work, env_names=env_names, name=name
+        )
         return "exec " + shlex.join(argv), name
 
     def _container_engine(self) -> tuple[str | None, str]:

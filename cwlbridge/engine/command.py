@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cwlbridge.backends.jobs import STDERR_SUFFIX, STDOUT_SUFFIX
 from cwlbridge.errors import EXIT_OK, CwlbridgeError
 
 #: Names of the files ``logs`` prints: stdout files (and the reana backend's ``*.log``), or stderr.
@@ -314,19 +315,23 @@ _NUMBER = re.compile(r"^\D*(\d+)")  # job-0003, or 000003.1 (job 3, attempt 1)
 def find_logs(attempt_dir: Path, *, stderr: bool) -> list[LogFile]:
     """Log files under an attempt directory, by job number then path.
 
-    stdout: files named ``stdout`` (any extension) and ``*.log``; stderr: files named ``stderr``.
+    stdout: a job's ``NNNNNN.A.stdout``, files named ``stdout`` (any extension) and ``*.log``;
+    stderr: a job's ``NNNNNN.A.stderr`` and files named ``stderr``.
     """
     found: list[LogFile] = []
     for folder, dirs, files in os.walk(attempt_dir):
         dirs.sort()
         for name in files:
             stem = name.split(".", 1)[0]
-            is_stdout = stem == LOG_STDOUT or (stem != LOG_STDERR and name.endswith(".log"))
-            if (stem == LOG_STDERR) != stderr or (not stderr and not is_stdout):
+            job_file = name.endswith((STDOUT_SUFFIX, STDERR_SUFFIX)) and _NUMBER.match(name) is not None
+            is_stderr = stem == LOG_STDERR or name.endswith(STDERR_SUFFIX)
+            is_stdout = not is_stderr and (stem == LOG_STDOUT or name.endswith((STDOUT_SUFFIX, ".log")))
+            if not (is_stderr if stderr else is_stdout):
                 continue
             path = Path(folder) / name
+            parts = path.relative_to(attempt_dir).parts
             job = None
-            for part in path.relative_to(attempt_dir).parts[:-1]:
+            for part in parts if job_file else parts[:-1]:
                 match = _NUMBER.search(part)
                 if match:
                     job = int(match.group(1))

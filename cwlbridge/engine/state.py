@@ -343,6 +343,12 @@ class RunState:
         self._batch = _Batch()
         self._closed = False
         self._touched = float("-inf")
+        # What this process (the run's one writer) knows of rows it wrote or read, so a write
+        # need not SELECT first: task -> [state, attempt, started, ended], (task, attempt) ->
+        # handle, (task, attempt) -> {job index -> recorded values}.  Dropped on a rollback.
+        self._task_rows: dict[str, list[Any]] = {}
+        self._handles: dict[tuple[str, int], str | None] = {}
+        self._job_rows: dict[tuple[str, int], dict[int, tuple[Any, ...]]] = {}
         #: Where the times of changes come from; tests set a controlled clock.
         self.clock: Callable[[], float] = time.time
 
@@ -463,10 +469,42 @@ class RunState:
                 self._batch.depth -= 1
                 if outer and self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
+                    self._forget()
                 raise
             self._batch.depth -= 1
             if outer and self._conn.in_transaction:
                 self._conn.execute("COMMIT")
+
+    def _forget(self) -> None:
+        """Drop what this process remembers of rows (after a rollback it may be wrong)."""
+        self._task_rows.clear()
+        self._handles.clear()
+        self._job_rows.clear()
+
+    def _task_row(self, name: str) -> list[Any]:
+        """[state, attempt, started, ended] of a task (remembered); ``KeyError`` if unknown."""
+        row = self._task_rows.get(name)
+        if row is None:
+            found = self._conn.execute(
+                "SELECT state, attempt, started, ended FROM tasks WHERE name = ?", (name,)
+            ).fetchone()
+            if found is None:
+                raise KeyError(name)
+            row = self._task_rows[name] = list(found)
+        return row
+
+    def _handle_row(self, name: str, attempt: int) -> tuple[bool, str | None]:
+        """(whether the attempt is recorded, its handle), remembered once seen."""
+        key = (name, attempt)
+        if key in self._handles:
+            return True, self._handles[key]
+        found = self._conn.execute(
+            "SELECT handle FROM attempts WHERE task = ? AND attempt = ?", (name, attempt)
+        ).fetchone()
+        if found is None:
+            return False, None
+        self._handles[key] = found[0]
+        return True, found[0]
 
     def _commit_now(self) -> None:
         """Make everything written so far durable, even inside a caller's batch (which then goes on)."""
@@ -573,6 +611,7 @@ class RunState:
                 (name, step, type, backend, plan_id, iteration, loop, now),
             )
             if cursor.rowcount:
+                self._task_rows[name] = ["waiting", 0, None, None]
                 self._event(now, name, "task", None, "waiting")
                 self._touch(now)
 
@@ -611,11 +650,7 @@ class RunState:
             raise ValueError(f"unknown task state {state!r}; expected one of {', '.join(TASK_STATES)}")
         now = self.clock()
         with self._write():
-            row = self._conn.execute(
-                "SELECT state, attempt, started, ended FROM tasks WHERE name = ?", (name,)
-            ).fetchone()
-            if row is None:
-                raise KeyError(name)
+            row = self._task_row(name)
             old, attempt, started, ended = row
             if old in FINAL_TASK_STATES and state not in FINAL_TASK_STATES:
                 started, ended = None, None
@@ -627,6 +662,7 @@ class RunState:
                 "UPDATE tasks SET state = ?, message = ?, started = ?, ended = ? WHERE name = ?",
                 (state, message, started, ended, name),
             )
+            row[:] = [state, attempt, started, ended]
             if attempt:
                 # An attempt that ended keeps its outcome when the task is taken back for a retry.
                 self._conn.execute(
@@ -656,8 +692,7 @@ class RunState:
             for name, attempt, key in entries:
                 if attempt < 1:
                     raise ValueError(f"attempt numbers start at 1, got {attempt}")
-                if self._conn.execute("SELECT 1 FROM tasks WHERE name = ?", (name,)).fetchone() is None:
-                    raise KeyError(name)
+                row = self._task_row(name)
                 existing = self._conn.execute(
                     "SELECT task, attempt, key FROM attempts WHERE (task = ? AND attempt = ?) OR key = ?",
                     (name, attempt, key),
@@ -678,6 +713,8 @@ class RunState:
                 self._conn.execute(
                     "UPDATE tasks SET attempt = MAX(attempt, ?) WHERE name = ?", (attempt, name)
                 )
+                row[1] = max(row[1] or 0, attempt)
+                self._handles[(name, attempt)] = None
                 self._event(now, name, "attempt", None, "begun", key, attempt)
             self._touch(now)
             self._commit_now()
@@ -686,19 +723,18 @@ class RunState:
         """Record the handle the backend returned for an attempt."""
         now = self.clock()
         with self._write():
-            row = self._conn.execute(
-                "SELECT handle FROM attempts WHERE task = ? AND attempt = ?", (name, attempt)
-            ).fetchone()
-            if row is None:
+            recorded, old = self._handle_row(name, attempt)
+            if not recorded:
                 raise KeyError(f"{name} attempt {attempt}")
-            if row[0] == handle:
+            if old == handle:
                 return
             self._conn.execute(
                 "UPDATE attempts SET handle = ?, state = CASE state WHEN 'submitting' THEN 'submitted' ELSE state END"
                 " WHERE task = ? AND attempt = ?",
                 (handle, name, attempt),
             )
-            self._event(now, name, "handle", row[0], handle, "", attempt)
+            self._handles[(name, attempt)] = handle
+            self._event(now, name, "handle", old, handle, "", attempt)
             self._touch(now)
 
     def attempts(self, name: str) -> list[AttemptRow]:
@@ -738,18 +774,18 @@ class RunState:
             return
         now = self.clock()
         with self._write():
-            if self._conn.execute(
-                "SELECT 1 FROM attempts WHERE task = ? AND attempt = ?", (name, attempt)
-            ).fetchone() is None:
+            if not self._handle_row(name, attempt)[0]:
                 raise KeyError(f"{name} attempt {attempt}")
-            known = {
-                row[0]: tuple(row[1:])
-                for row in self._conn.execute(
-                    "SELECT idx, phase, attempts, exit_code, started, ended, bytes_in, bytes_out FROM jobs"
-                    " WHERE task = ? AND attempt = ?",
-                    (name, attempt),
-                )
-            }
+            known = self._job_rows.get((name, attempt))
+            if known is None:
+                known = self._job_rows[(name, attempt)] = {
+                    row[0]: tuple(row[1:])
+                    for row in self._conn.execute(
+                        "SELECT idx, phase, attempts, exit_code, started, ended, bytes_in, bytes_out FROM jobs"
+                        " WHERE task = ? AND attempt = ?",
+                        (name, attempt),
+                    )
+                }
             changed: list[tuple[Any, ...]] = []
             for job in jobs:
                 values = (
@@ -760,6 +796,7 @@ class RunState:
                 if before == values:
                     continue
                 changed.append((name, attempt, job.index, *values, now))
+                known[job.index] = values
                 old_phase = None if before is None else before[0]
                 if old_phase != values[0]:
                     message = "" if job.exit_code is None else f"exit code {job.exit_code}"
