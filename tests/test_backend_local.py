@@ -489,6 +489,37 @@ def test_each_job_starts_with_a_copy_of_the_sandbox(
     ]
 
 
+def test_cwl_files_are_shared_read_only_and_the_rest_copied(
+    store: LocalStore, tmp_path: Path, sandbox: Path, said: list[str]
+) -> None:
+    shared = tmp_path / "shared"
+    backend = LocalBackend(store, jobs=1, containers="never", say=said.append, shared=shared)
+    command = "cat chain.cwl; echo mine >> conf/settings.txt; echo edit >> chain.cwl 2>/dev/null || echo refused"
+    try:
+        handle = backend.submit(_spec(_task(command, "--nJobs 3"), tmp_path, sandbox))
+        assert _run(backend, handle).phase == "finished"
+    finally:
+        backend.close()
+    original = (sandbox / "chain.cwl").read_text()
+    (kept,) = shared.iterdir()
+    assert not kept.stat().st_mode & 0o222
+    jobs = [Path(handle) / f"00000{n}.1" for n in (1, 2, 3)]
+    for work, out in zip(jobs, _stdouts(handle), strict=True):
+        assert out.startswith(original)  # each job saw the chain as it was, whatever the others did
+        assert (work / "conf" / "settings.txt").read_text() == "alpha=1\nmine\n"  # its own copy
+        assert (work / "show.sh").stat().st_nlink == 1
+    if os.getuid() != 0:  # the write is refused
+        assert all(out.endswith("refused\n") for out in _stdouts(handle))
+        assert all(os.path.samefile(work / "chain.cwl", kept) for work in jobs)  # one copy, linked
+        assert kept.read_text() == original and not [m for m in said if "changed the shared" in m]
+    else:  # root writes through any mode; each job after one that did gets a fresh copy
+        assert os.path.samefile(jobs[-1] / "chain.cwl", kept)
+        assert (jobs[0] / "chain.cwl").read_text() == original + "edit\n"
+        assert [m for m in said if "changed the shared" in m] == [
+            f"a job of {_task(command, '').name} or earlier changed the shared sandbox file chain.cwl; written again"
+        ] * 2
+
+
 def test_the_sandbox_is_read_once_as_pchain_uploads_it_once(store: LocalStore, tmp_path: Path, sandbox: Path) -> None:
     settings = sandbox / "conf" / "settings.txt"
     first = LocalBackend(store, containers="never", say=lambda m: None)

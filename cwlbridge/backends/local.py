@@ -241,7 +241,9 @@ class LocalBackend(Backend):
     ``jobs`` limits the jobs running at once over all tasks; ``containers`` says whether a
     task's ``opt_containerImage`` is honoured (``auto``: Apptainer, or Docker if its daemon
     answers); ``retry_delay`` is the first backoff before a failed job's next attempt (it
-    doubles each time, up to ``max_retry_delay``).  ``say`` gets one-line notices.
+    doubles each time, up to ``max_retry_delay``).  ``say`` gets one-line notices.  ``shared``
+    is where sandbox files the jobs share are kept (see ``sandbox``); without it each job
+    gets a copy of every file.
     """
 
     name = "local"
@@ -256,6 +258,7 @@ class LocalBackend(Backend):
         retry_delay: float = 1.0,
         max_retry_delay: float = 60.0,
         kill_grace: float = 2.0,
+        shared: Path | None = None,
     ) -> None:
         if containers not in CONTAINER_CHOICES:
             raise CwlbridgeError(f"--containers {containers!r} is not one of {', '.join(CONTAINER_CHOICES)}")
@@ -266,6 +269,7 @@ class LocalBackend(Backend):
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.kill_grace = kill_grace
+        self.shared = shared
         self._runner = JobRunner()
         self._runs: dict[str, _TaskRun] = {}
         self._running: dict[Path, tuple[_TaskRun, _Job]] = {}
@@ -657,7 +661,8 @@ class LocalBackend(Backend):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(work)
             sandbox = self._sandbox(run.sandbox)
-            sandbox.copy_into(work)
+            for rel in sandbox.copy_into(work, self.shared):
+                self.say(f"a job of {run.name} or earlier changed the shared sandbox file {rel}; written again")
             self._stage(job, work, sandbox)
             self._write_input_lists(run, job, work)
             command, container = self._command(run, job, attempt, work)

@@ -11,11 +11,23 @@ them: every job then starts with the same contents, written from memory (one ``w
 file instead of opening and copying the original each time), even if the user edits a
 file while the chain runs.  Past ``SANDBOX_MEMORY_BYTES`` in all, the rest is copied from
 disk for each job.
+
+One exception to "each job gets its own copy": the chain's CWL documents (``*.cwl``) are
+shared.  They are what cwlbridge reads, not what jobs run, and they grow with the chain (a
+1000-step chain.cwl is 200 kB: a copy per job is 200 MB written, and 0.7 ms per job on the
+machine this was measured on).  Given a ``shared`` directory, each such file is written
+there once, read-only and named by its content, and every job gets a hard link to it.  A
+job that tries to write one in place is refused (EACCES), where on the grid it would
+change its own copy; root is not refused, so before each job the shared file is checked
+(size and mtime) and written again if a job changed it.  Where links cannot be made, the
+file is copied as any other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -27,6 +39,8 @@ SANDBOX_MAX_BYTES = 1023 * 1024
 SANDBOX_MANY_FILES = 500
 #: At most this many bytes of sandbox contents are kept in memory.
 SANDBOX_MEMORY_BYTES = 32 * 1024 * 1024
+#: Sandbox files that jobs share read-only instead of each getting a copy (see above).
+SHARED_SUFFIXES = (".cwl",)
 
 
 @dataclass
@@ -38,6 +52,8 @@ class Sandbox:
     dirs: list[str]
     too_big: list[str]
     contents: dict[str, bytes] = field(default_factory=dict)  # relative path -> bytes, as read when listed
+    # rel -> (path, size, mtime_ns) of its shared copy, or None: copy it
+    _shared: dict[str, tuple[str, int, int] | None] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def scan(cls, root: Path) -> Sandbox:
@@ -82,32 +98,91 @@ class Sandbox:
         dirs = sorted({os.path.dirname(rel) for rel in files} - {""})
         return cls(root, files, dirs, too_big, contents)
 
-    def copy_into(self, work: Path) -> None:
-        """Copy the files into ``work`` (copies, not links: a job may change its own files)."""
+    def copy_into(self, work: Path, shared: Path | None = None) -> list[str]:
+        """Put the files into ``work``: copies (a job may change its own files), except that
+        ``*.cwl`` files are hard links to read-only copies in ``shared`` when it is given.
+
+        Returns the shared files that had to be written again because a job changed them.
+        """
+        rewritten: list[str] = []
         base = str(work)
         for d in self.dirs:
             os.makedirs(os.path.join(base, d), exist_ok=True)
         for rel, mode in self.files.items():
+            target_path = os.path.join(base, rel)
+            if shared is not None and rel.endswith(SHARED_SUFFIXES):
+                source = self._shared_copy(rel, mode, shared, rewritten)
+                if source is not None:
+                    try:
+                        os.link(source, target_path)
+                        continue
+                    except OSError:
+                        self._shared[rel] = None  # e.g. another file system, or too many links: copy
             data = self.contents.get(rel)
-            source = -1
+            source_fd = -1
             if data is None:
                 try:
-                    source = os.open(os.path.join(self.root, rel), os.O_RDONLY)
+                    source_fd = os.open(os.path.join(self.root, rel), os.O_RDONLY)
                 except FileNotFoundError:
                     continue  # removed from the chain's directory since it was listed
             try:
                 # Created with the source's mode (less the umask), so no chmod is needed.
-                target = os.open(os.path.join(base, rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode | 0o200)
+                target = os.open(target_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode | 0o200)
                 try:
                     if data is not None:
                         _write_all(target, data)
                     else:
-                        _copy_fd(source, target)
+                        _copy_fd(source_fd, target)
                 finally:
                     os.close(target)
             finally:
-                if source >= 0:
-                    os.close(source)
+                if source_fd >= 0:
+                    os.close(source_fd)
+        return rewritten
+
+    def _shared_copy(self, rel: str, mode: int, shared: Path, rewritten: list[str]) -> str | None:
+        """The read-only copy of ``rel`` in ``shared`` (written when missing or changed), or None."""
+        first = rel not in self._shared
+        if not first:
+            known = self._shared[rel]
+            if known is None:
+                return None
+            path, size, mtime_ns = known
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                if (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
+                    return path
+            rewritten.append(rel)  # a job changed it (or removed it)
+        data = self.contents.get(rel)
+        if data is None:  # not kept in memory: copied into each job as any other file
+            self._shared[rel] = None
+            return None
+        path = os.path.join(shared, f"{hashlib.sha256(data).hexdigest()[:24]}-{os.path.basename(rel)}")
+        try:
+            if not first or not _holds(path, data):  # left by an earlier process, maybe changed
+                os.makedirs(shared, exist_ok=True)
+                tmp = f"{path}.{os.getpid()}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
+                os.chmod(tmp, mode & 0o555)
+                os.replace(tmp, path)  # jobs linked to a changed copy keep it; new ones get this
+            st = os.stat(path)
+        except OSError:
+            self._shared[rel] = None
+            return None
+        self._shared[rel] = (path, st.st_size, st.st_mtime_ns)
+        return path
+
+
+def _holds(path: str, data: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(data) + 1) == data
+    except OSError:
+        return False
 
 
 def _write_all(fd: int, data: bytes) -> None:

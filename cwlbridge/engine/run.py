@@ -190,11 +190,14 @@ def is_submitter_command(command: str | None) -> bool:
 # --------------------------------------------------------------------------- running
 
 
-def _open_backends(settings: Settings, store: Any, say: Any) -> dict[str, Any]:
+def _open_backends(settings: Settings, store: Any, say: Any, run_dir: Path) -> dict[str, Any]:
     from cwlbridge.backends.local import LocalBackend
     from cwlbridge.backends.reana import ReanaBackend
+    from cwlbridge.engine.state import SHARED_DIR
 
-    local = LocalBackend(store, jobs=settings.jobs, containers=settings.containers, say=say)
+    local = LocalBackend(
+        store, jobs=settings.jobs, containers=settings.containers, say=say, shared=run_dir / SHARED_DIR
+    )
     return {"local": local, "reana": ReanaBackend(store, runner=local, say=say)}
 
 
@@ -234,7 +237,7 @@ def execute(
         )
     store = open_store(settings.store, cwd=Path(info.options.get("cwd") or "."))
     progress = choose_progress(info.outds, quiet=quiet)
-    backends = _open_backends(settings, store, progress.say)
+    backends = _open_backends(settings, store, progress.say, run_dir)
     env = {"CWLBRIDGE_RUN": info.id}
     scheduler = Scheduler(
         plan,
@@ -474,7 +477,7 @@ def run_kill(args: argparse.Namespace) -> int:
 
     settings = Settings.merge(dict(info.options), argparse.Namespace())
     store = open_store(settings.store, cwd=Path(info.options.get("cwd") or "."))
-    backends = _open_backends(settings, store, lambda message: None)
+    backends = _open_backends(settings, store, lambda message: None, state.run_dir)
     cancelled = 0
     with state.transaction():
         for row in state.tasks():

@@ -1,12 +1,13 @@
 """The run state: one SQLite file per run, owned by the scheduler, readable by anyone.
 
-Layout: ``<base>/.cwlbridge/runs/<RUN_ID>/state.sqlite`` beside ``tasks/<task>/a<attempt>/``
-(the backends' work directories).  The database runs in WAL mode with ``synchronous=NORMAL``:
-a commit is a write to the log, not an fsync, so it survives a crash of cwlbridge (not of the
-machine), and readers in other processes (``cwlbridge status``) see the last committed round
-while the engine keeps writing.  The engine groups its writes per scheduling round with
-``transaction()``; ``begin_attempt`` always commits before it returns, because the idempotency
-key must be durable before the backend's ``submit`` is called.
+Layout: ``<base>/.cwlbridge/runs/<RUN_ID>/state.sqlite`` beside ``tasks/<task>.a<attempt>/``
+(the backends' work directories) and ``sandbox/`` (sandbox files the jobs share).  The
+database runs in WAL mode with ``synchronous=NORMAL``: a commit is a write to the log, not
+an fsync, so it survives a crash of cwlbridge (not of the machine), and readers in other
+processes (``cwlbridge status``) see the last committed round while the engine keeps
+writing.  The engine groups its writes per scheduling round with ``transaction()``;
+``begin_attempt`` always commits before it returns, because the idempotency key must be
+durable before the backend's ``submit`` is called.
 
 Every status change (run, task, attempt, job) is also an ``events`` row with its time.
 Nothing secret is stored: the API takes no environment values, tokens or passwords.
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 RUNS_DIR = Path(".cwlbridge") / "runs"
 STATE_FILE = "state.sqlite"
+#: Sandbox files that every job of the run shares (read-only, hard-linked into the jobs).
+SHARED_DIR = "sandbox"
 #: Bumped on every incompatible schema change; an older cwlbridge refuses a newer file.
 SCHEMA_VERSION = 1
 
