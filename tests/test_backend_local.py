@@ -575,6 +575,27 @@ def test_submit_is_idempotent(store: LocalStore, backend: LocalBackend, tmp_path
     ]  # fmt: skip
 
 
+def test_a_task_of_another_layout_is_not_adopted(store: LocalStore, tmp_path: Path, sandbox: Path) -> None:
+    """A task directory written by an older cwlbridge is refused, not half-understood (its jobs could rerun)."""
+    spec = _spec(_task("echo ok", ""), tmp_path, sandbox)
+    first = LocalBackend(store, containers="never", say=lambda m: None)
+    try:
+        handle = first.submit(spec)
+        assert _run(first, handle).phase == "finished"
+    finally:
+        first.close()
+    task_file = Path(handle) / "task.json"
+    task_file.write_text(task_file.read_text().replace('"format":2', '"format":1'))
+    other = LocalBackend(store, containers="never", say=lambda m: None)
+    try:
+        with pytest.raises(CwlbridgeError, match="written by another version of cwlbridge") as caught:
+            other.submit(spec)
+        assert caught.value.hint == "start a new run of the chain (a new --outds)"
+        assert _stdouts(handle) == ["ok\n"]  # nothing ran again
+    finally:
+        other.close()
+
+
 def test_a_fresh_backend_adopts_running_jobs_and_starts_the_rest(
     store: LocalStore, tmp_path: Path, sandbox: Path
 ) -> None:

@@ -69,7 +69,8 @@ CONTAINER_CHOICES: tuple[str, ...] = ("never", "auto", "docker", "apptainer")
 TASK_FILE = "task.json"
 CLOSED_FILE = "inputs-closed"
 CANCELLED_FILE = "cancelled"
-_FORMAT = 1
+#: The layout of a task attempt's directory; 2: job files beside the job's working directory.
+_FORMAT = 2
 _UNSUPPORTED = {"phpo": "PanDA's HPO service", "gitlab": "PanDA's GitLab CI service"}
 
 
@@ -286,7 +287,11 @@ class LocalBackend(Backend):
         handle = str(workdir)
         if handle in self._runs or (workdir / TASK_FILE).is_file():
             if self._load(handle) is None:
-                raise CwlbridgeError(f"{workdir / TASK_FILE} is unreadable; cannot resume task {spec.task.name}")
+                raise CwlbridgeError(
+                    f"{workdir / TASK_FILE} is unreadable or was written by another version of cwlbridge;"
+                    f" cannot resume task {spec.task.name}",
+                    hint="start a new run of the chain (a new --outds)",
+                )
             self._pump()
             return handle
         run = self._plan(spec, workdir)
@@ -530,6 +535,8 @@ class LocalBackend(Backend):
         workdir = Path(handle)
         try:
             data = json.loads((workdir / TASK_FILE).read_text(encoding="utf-8"))
+            if data.get("format") != _FORMAT:
+                return None  # another layout: adopting its jobs could run them again
             run = _TaskRun(
                 handle=handle,
                 workdir=workdir,

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cwlbridge.backends.jobs import STDERR_SUFFIX, STDOUT_SUFFIX
 from cwlbridge.errors import EXIT_OK, CwlbridgeError
 
 #: Names of the files ``logs`` prints: stdout files (and the reana backend's ``*.log``), or stderr.
@@ -318,6 +317,8 @@ def find_logs(attempt_dir: Path, *, stderr: bool) -> list[LogFile]:
     stdout: a job's ``NNNNNN.A.stdout``, files named ``stdout`` (any extension) and ``*.log``;
     stderr: a job's ``NNNNNN.A.stderr`` and files named ``stderr``.
     """
+    from cwlbridge.backends.jobs import STDERR_SUFFIX, STDOUT_SUFFIX
+
     found: list[LogFile] = []
     for folder, dirs, files in os.walk(attempt_dir):
         dirs.sort()
