@@ -65,6 +65,8 @@ def test_bench_engine_tiny_run_prints_overhead_and_ratio_per_shape() -> None:
         shell, ours, _, ours_mib, theirs, _, theirs_mib, ratio = (float(v) for v in row.groups())
         assert min(shell, ours, ours_mib, theirs, theirs_mib, ratio) > 0
         assert f"{shape} 3: cwlbridge faster than cwltool" in done.stdout
+    assert re.search(r"^creating a directory here: \d+ µs before the cwlbridge runs, \d+ µs after", done.stdout, re.M)
+    assert "cwlbridge runs after an untimed `cwlbridge validate` of the chain" in done.stdout
 
 
 def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) -> None:
@@ -72,7 +74,7 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
     done = subprocess.run(
         [
             sys.executable, str(BENCH_ENGINE), "--sizes", "2,4", "--shapes", "chain", "--reps", "1",
-            "--cwltool-max-size", "1", "--profile", str(profile), "--profile-top", "5", "--json",
+            "--cwltool-max-size", "1", "--profile", str(profile), "--profile-top", "5", "--json", "--cold",
         ],
         capture_output=True, text=True, timeout=180, check=False,
     )
@@ -85,6 +87,7 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
     assert result["marginal_ms_per_step"]["chain"]["cwlbridge"]["between"] == "2->4"
     assert {"target": "chain 4: cwlbridge faster than cwltool", "result": "n/a"} in result["targets"]
     assert profile.stat().st_size > 0
+    assert result["cold_cache"] is True and min(result["mkdir_us"].values()) > 0
     assert result["profile"][0].startswith("profile: cwlbridge run on the 4-step chain")
     assert any("cwlbridge/engine/run.py" in line for line in result["profile"])
 

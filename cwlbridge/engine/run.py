@@ -151,6 +151,7 @@ def default_outds(chain: Path, environ: dict[str, str]) -> str:
 
 def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
     """Analyse the chain; raise with every error listed when it is not runnable."""
+    from cwlbridge.cache import SchemaVerdicts
     from cwlbridge.model.command import require_file
     from cwlbridge.model.rules import analyse, check_outds
 
@@ -159,7 +160,7 @@ def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
     problem = check_outds(outds)
     if problem:
         raise UsageError(problem)
-    analysis = analyse(str(chain), str(inputs), outds)
+    analysis = analyse(str(chain), str(inputs), outds, verdicts=SchemaVerdicts.default())
     if analysis.findings.errors or analysis.plan is None:
         lines = [f.text() for f in analysis.findings.errors]
         raise CwlbridgeError(

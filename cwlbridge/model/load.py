@@ -9,10 +9,14 @@ in memory, and never write into the user's directory.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib.util
+import json
 import os
+import sys
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ruamel.yaml.comments import CommentedMap
 
@@ -138,9 +142,10 @@ def _has_loop_hint(hints: Any) -> bool:
 class ChainLoader:
     """Loads one chain file and its sub-workflows, collecting findings instead of raising."""
 
-    def __init__(self, findings: Findings, *, schema_check: bool = True):
+    def __init__(self, findings: Findings, *, schema_check: bool = True, verdicts: Verdicts | None = None):
         self.findings = findings
         self.schema_check = schema_check
+        self.verdicts = verdicts
         self._stack: list[str] = []
         self._cache: dict[str, Workflow | None] = {}
 
@@ -334,11 +339,9 @@ class ChainLoader:
         same shape are checked once, through the first of them; a 1000-step
         chain of a few shapes costs what a small one does.
         """
-        from cwl_utils.parser import load_document_by_yaml
-        from schema_salad.exceptions import ValidationException
-
         steps = doc.get("steps")
         saved: list[tuple[dict[str, Any], Any]] = []
+        subs: list[str] = []
         for entry in (steps.values() if isinstance(steps, dict) else steps or []):
             if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
                 continue
@@ -347,7 +350,9 @@ class ChainLoader:
             known_sub = builtin is None and run.endswith(".cwl") and os.path.isfile(
                 os.path.join(os.path.dirname(path), run)
             )
-            if not known_sub:
+            if known_sub:
+                subs.append(os.path.join(os.path.dirname(path), run))
+            else:
                 # Problems with run: were reported above; point cwl-utils at a real tool.
                 saved.append((entry, run))
                 entry["run"] = tool_path(builtin or "prun").as_uri()
@@ -362,11 +367,21 @@ class ChainLoader:
                         checked.lc.add_kv_line_col(key, source_lc.data[key])
             checked["steps"] = _one_step_per_shape(steps)
         try:
-            load_document_by_yaml(checked, Path(os.path.abspath(path)).as_uri())
-        except ValidationException as err:
-            self._report_schema(err, path)
-        except Exception as err:  # schema-salad raises many types on odd input
-            self.findings.error(SourcePos(path, 1, 1), f"not a valid CWL document: {err}")
+            verdict = _verdict_key(checked, path, subs) if self.verdicts is not None else None
+            if verdict is not None and self.verdicts is not None and self.verdicts.passed(verdict):
+                return
+            from cwl_utils.parser import load_document_by_yaml
+            from schema_salad.exceptions import ValidationException
+
+            errors = len(self.findings.errors)
+            try:
+                load_document_by_yaml(checked, Path(os.path.abspath(path)).as_uri())
+            except ValidationException as err:
+                self._report_schema(err, path)
+            except Exception as err:  # schema-salad raises many types on odd input
+                self.findings.error(SourcePos(path, 1, 1), f"not a valid CWL document: {err}")
+            if verdict is not None and self.verdicts is not None and len(self.findings.errors) == errors:
+                self.verdicts.remember(verdict)
         finally:
             for entry, run in saved:
                 entry["run"] = run
@@ -382,6 +397,63 @@ class ChainLoader:
                 continue
             seen.add((line, col, message))
             self.findings.error(SourcePos(path, int(line), int(col)), f"CWL: {message}")
+
+
+class Verdicts(Protocol):
+    """Where passed schema checks are remembered (``cwlbridge.cache.SchemaVerdicts``)."""
+
+    def passed(self, key: str) -> bool: ...
+
+    def remember(self, key: str) -> None: ...
+
+
+#: Directives that make schema-salad read other files or URLs: documents using them are
+#: checked every time, since what they pull in is not part of the key.
+_FETCHING = ('"$import"', '"$include"', '"$mixin"', '"$schemas"')
+
+
+def _verdict_key(checked: Any, path: str, subs: list[str]) -> str | None:
+    """A digest of everything the schema check of ``checked`` depends on, or None.
+
+    That is the document as checked (every value, not only its shape), where it lives
+    (relative references resolve against it), the bytes of the sub-workflow files it names,
+    and the installed checkers and this loader (their files' sizes and times).
+    """
+    try:
+        text = json.dumps(checked, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return None
+    if any(directive in text for directive in _FETCHING):
+        return None
+    digest = hashlib.sha256(_checker_identity().encode())
+    digest.update(os.path.abspath(path).encode())
+    digest.update(text.encode())
+    for sub in subs:
+        try:
+            digest.update(Path(sub).read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()
+
+
+@cache
+def _checker_identity() -> str:
+    """The installed cwl-utils and schema-salad, this loader and its tool files, Python."""
+    parts = [sys.version]
+    for name in ("cwl_utils", "schema_salad"):
+        spec = importlib.util.find_spec(name)
+        parts.append(f"{name}:{spec.origin if spec else None}:{_stamp(spec.origin if spec else None)}")
+    parts.append(f"{__file__}:{_stamp(__file__)}")
+    parts += [f"{t}:{_stamp(str(tool_path(t)))}" for t in BUILTIN_TYPES]
+    return "\n".join(parts)
+
+
+def _stamp(path: str | None) -> str:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return "-"
+    return f"{st.st_size}:{st.st_mtime_ns}" if st else "-"
 
 
 #: Keys whose literal value the CWL schema checks (enums, references, requirement classes).
@@ -430,6 +502,12 @@ def tool_input_types(step_type: str) -> dict[str, Any]:
     return {name: spec.get("type") for name, spec in doc["inputs"].items()}
 
 
-def load_chain(path: str, findings: Findings, *, schema_check: bool = True) -> Workflow | None:
-    """Load ``path`` and every sub-workflow it uses; problems go to ``findings``."""
-    return ChainLoader(findings, schema_check=schema_check).load(path)
+def load_chain(
+    path: str, findings: Findings, *, schema_check: bool = True, verdicts: Verdicts | None = None
+) -> Workflow | None:
+    """Load ``path`` and every sub-workflow it uses; problems go to ``findings``.
+
+    ``verdicts`` remembers documents that passed the CWL schema check, so that an unchanged
+    one is not checked (nor the schema loaded) again.
+    """
+    return ChainLoader(findings, schema_check=schema_check, verdicts=verdicts).load(path)

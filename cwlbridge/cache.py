@@ -1,0 +1,74 @@
+"""What cwlbridge remembers between commands: chain documents that passed the CWL schema check.
+
+Loading the CWL schema (cwl-utils, schema-salad and what they import) costs about 0.3 s, more
+than checking a chain does.  A document that passed the check once passes it again as long as
+the document, the sub-workflow files it names, and the installed checkers are the same, so
+the key of a passed check is a digest of exactly those (see ``model.load``), and ``validate``,
+``plan`` and ``run`` of an unchanged chain skip the import.  Failures are never remembered:
+their messages are worked out again, with their positions, every time.
+
+The file is ``schema-verdicts.txt`` in ``$CWLBRIDGE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/cwlbridge``, else ``~/.cache/cwlbridge``: one hex digest a line, appended
+to.  It only ever saves time; anything wrong with it (unreadable, unwritable, cut short)
+means checking again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+VERDICTS_FILE = "schema-verdicts.txt"
+#: Past this size the file starts again empty (a digest is 65 bytes: some 60000 chains).
+MAX_BYTES = 4 * 1024 * 1024
+
+
+def cache_dir() -> Path:
+    """Where cwlbridge keeps what it remembers between commands."""
+    explicit = os.environ.get("CWLBRIDGE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "cwlbridge"
+
+
+class SchemaVerdicts:
+    """Digests of chain documents that passed the CWL schema check (read once, appended to)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._passed: set[str] | None = None
+
+    @classmethod
+    def default(cls) -> SchemaVerdicts:
+        return cls(cache_dir() / VERDICTS_FILE)
+
+    def passed(self, key: str) -> bool:
+        if self._passed is None:
+            try:
+                text = self.path.read_text(encoding="ascii", errors="replace")
+            except OSError:
+                text = ""
+            # A line cut short by a crash is not a digest of anything, so it never matches.
+            self._passed = set(text.split())
+        return key in self._passed
+
+    def remember(self, key: str) -> None:
+        if self._passed is not None:
+            self._passed.add(key)
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | os.O_APPEND
+            with contextlib.suppress(OSError):
+                if self.path.stat().st_size > MAX_BYTES:
+                    flags |= os.O_TRUNC
+            fd = os.open(self.path, flags, 0o644)
+            try:
+                line = f"{key}\n".encode("ascii")
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # after a line cut short: a line of its own
+                os.write(fd, line)
+            finally:
+                os.close(fd)

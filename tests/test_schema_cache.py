@@ -1,0 +1,87 @@
+"""Passed CWL schema checks are remembered between commands, and only exactly those."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Validates a chain in a fresh interpreter; prints the number of errors and whether the CWL
+# schema (cwl-utils) had to be loaded for it.
+_VALIDATE = """
+import json, sys
+from cwlbridge.cache import SchemaVerdicts
+from cwlbridge.model.rules import analyse
+analysis = analyse(sys.argv[1], sys.argv[2], verdicts=SchemaVerdicts.default())
+print(json.dumps({
+    "errors": [e.text() for e in analysis.findings.errors],
+    "schema_loaded": "cwl_utils.parser" in sys.modules,
+}))
+"""
+
+
+def _validate(chain: Path, cache: Path) -> dict[str, object]:
+    env = dict(os.environ, CWLBRIDGE_CACHE_DIR=str(cache))
+    done = subprocess.run(
+        [sys.executable, "-c", _VALIDATE, str(chain), str(chain.parent / "inputs.yaml")],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def _loop_example(tmp_path: Path) -> Path:
+    target = tmp_path / "loop"
+    shutil.copytree(ROOT / "workflows" / "loop", target)
+    return target / "chain.cwl"
+
+
+def test_an_unchanged_chain_skips_the_schema_and_a_changed_one_does_not(tmp_path: Path) -> None:
+    chain, cache = _loop_example(tmp_path), tmp_path / "cache"
+    assert _validate(chain, cache) == {"errors": [], "schema_loaded": True}
+    assert len((cache / "schema-verdicts.txt").read_text().split()) == 2  # the chain and its loop body
+    assert _validate(chain, cache) == {"errors": [], "schema_loaded": False}
+    # Any change of a value counts, not only of the structure: an unknown cwlVersion.
+    original = chain.read_text()
+    chain.write_text(original.replace("cwlVersion: v1.0", "cwlVersion: v9.9", 1))
+    changed = _validate(chain, cache)
+    assert changed["schema_loaded"] is True and changed["errors"], changed
+    chain.write_text(original)
+    assert _validate(chain, cache) == {"errors": [], "schema_loaded": False}
+
+
+def test_a_broken_sub_workflow_is_found_after_the_chain_passed(tmp_path: Path) -> None:
+    chain, cache = _loop_example(tmp_path), tmp_path / "cache"
+    assert _validate(chain, cache)["errors"] == []
+    body = chain.parent / "refine_body.cwl"
+    body.write_text(body.read_text().replace("steps:", "stepz:", 1))
+    broken = _validate(chain, cache)
+    assert broken["schema_loaded"] is True
+    assert any("refine_body.cwl" in str(e) for e in broken["errors"]), broken  # type: ignore[attr-defined]
+
+
+def test_failures_are_never_remembered(tmp_path: Path) -> None:
+    chain, cache = _loop_example(tmp_path), tmp_path / "cache"
+    chain.write_text(chain.read_text().replace("cwlVersion: v1.0", "cwlVersion: v9.9", 1))
+    first, second = _validate(chain, cache), _validate(chain, cache)
+    assert first == second and first["errors"] and second["schema_loaded"] is True
+    remembered = (cache / "schema-verdicts.txt").read_text().split()
+    assert len(remembered) == 1  # the loop body, which is fine; not the chain
+
+
+def test_a_damaged_or_unwritable_cache_only_costs_time(tmp_path: Path) -> None:
+    chain = _loop_example(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "schema-verdicts.txt").write_bytes(b"\xff\x00not a digest\n12")
+    assert _validate(chain, cache) == {"errors": [], "schema_loaded": True}
+    assert _validate(chain, cache) == {"errors": [], "schema_loaded": False}
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache directory should be\n")
+    assert _validate(chain, blocked) == {"errors": [], "schema_loaded": True}
+    assert _validate(chain, blocked) == {"errors": [], "schema_loaded": True}
