@@ -56,7 +56,7 @@ def test_bench_engine_tiny_run_prints_overhead_and_ratio_per_shape() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for shape in ("chain", "fanout"):
         row = re.search(
-            rf"^{shape}\s+3\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(-?\d+\.\d+)\s+(\d+\.\d+)"
+            rf"^{shape}\s+3\s+(\d+\.\d+)\s+-?\d+\.\d+\s+(\d+\.\d+)\s+(-?\d+\.\d+)\s+(\d+\.\d+)"
             r"\s+(\d+\.\d+)\s+(-?\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)x$",
             done.stdout,
             re.M,
@@ -84,6 +84,7 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
     for case in result["cases"]:
         assert "cwltool" not in case and case["ratio_cwltool_over_cwlbridge"] is None
         assert len(case["cwlbridge"]["wall_s"]) == 1 and case["shell"]["median_wall_s"] > 0
+        assert case["floor"]["median_wall_s"] > 0 and "floor" in case["overhead_ms_per_step"]
     assert result["marginal_ms_per_step"]["chain"]["cwlbridge"]["between"] == "2->4"
     assert {"target": "chain 4: cwlbridge faster than cwltool", "result": "n/a"} in result["targets"]
     assert profile.stat().st_size > 0
