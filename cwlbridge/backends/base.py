@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -70,6 +70,9 @@ class Backend(ABC):
 
     def inputs_closed(self, handle: str) -> None:  # noqa: B027 - optional: growing inputs are complete
         pass
+
+    def changed(self) -> Collection[str] | None:  # handles that may have changed since polled; None: all may
+        return None
 
     def wait(self, timeout: float) -> None:  # until something may have changed
         time.sleep(timeout)

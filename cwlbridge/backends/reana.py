@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,9 @@ class ReanaBackend(Backend):
 
     def inputs_closed(self, handle: str) -> None:
         self.runner.inputs_closed(handle)
+
+    def changed(self) -> Collection[str] | None:
+        return self.runner.changed()
 
     def wait(self, timeout: float) -> None:
         self.runner.wait(timeout)

@@ -203,6 +203,8 @@ class Scheduler:
         self.order: list[str] = []
         self._rank: dict[str, int] = {}
         self._flying: dict[str, Node] = {}  # nodes in IN_FLIGHT states, kept by _track
+        self._by_handle: dict[str, Node] = {}  # those of them with a handle, by handle
+        self._handle_of: dict[str, str] = {}  # task name -> its key in _by_handle
         self.loops: dict[str, LoopState] = {}
         self._loop_of: dict[str, str] = {}  # templated task name -> loop path
         self._deferred: dict[str, list[Task]] = {}  # loop path -> downstream tasks waiting for it
@@ -332,6 +334,7 @@ class Scheduler:
     def run(self) -> None:
         """Run until nothing can move; raises Interrupted after a Ctrl-C has been handled."""
         delay = self.options.poll_min
+        first = True
         while True:
             if self.stop_requested:
                 self.cancel_all()
@@ -339,7 +342,8 @@ class Scheduler:
             with self.state.transaction():
                 self._advance()
                 in_flight = list(self._flying.values())
-                changed = self._poll(in_flight) if in_flight else False
+                changed = self._poll(in_flight, everything=first) if in_flight else False
+                first = False
                 if changed and self._dirty:
                     # Start what the poll made ready in the same round (and commit): a chain's
                     # next step then costs one transaction less.
@@ -398,10 +402,17 @@ class Scheduler:
         return len(self._flying)
 
     def _track(self, node: Node) -> None:
+        name = node.task.name
+        old = self._handle_of.pop(name, None)
+        if old is not None:
+            self._by_handle.pop(old, None)
         if node.state in IN_FLIGHT:
-            self._flying[node.task.name] = node
+            self._flying[name] = node
+            if node.handle is not None:
+                self._by_handle[node.handle] = node
+                self._handle_of[name] = node.handle
         else:
-            self._flying.pop(node.task.name, None)
+            self._flying.pop(name, None)
 
     def _state_of(self, name: str) -> str:
         node = self.nodes.get(name)
@@ -487,26 +498,34 @@ class Scheduler:
             self._set_state(node, FAILED, f"not submitted: {err.message}")
             return
         node.handle = handle
+        self._track(node)
         self.state.record_handle(task.name, node.attempt, handle)
         if node.state != SUBMITTED:
             self._set_state(node, SUBMITTED)
 
     def _close_inputs(self, in_flight: list[Node]) -> None:
         for node in in_flight:
-            parents_done = all(self._state_of(p.task) in DONE_STATES for p in node.task.parents)
-            if node.inputs_open and node.handle is not None and parents_done:
+            if not node.inputs_open or node.handle is None:
+                continue
+            if all(self._state_of(p.task) in DONE_STATES for p in node.task.parents):
                 self.backends[node.backend].inputs_closed(node.handle)
                 node.inputs_open = False
 
-    def _poll(self, in_flight: list[Node]) -> bool:
+    def _poll(self, in_flight: list[Node], *, everything: bool = False) -> bool:
+        """Apply what the backends report; only about tasks they say changed, unless ``everything``.
+
+        The first round asks about everything: a resumed run's backends know nothing yet.
+        """
         self._close_inputs(in_flight)
-        by_backend: dict[str, list[Node]] = {}
-        for node in in_flight:
-            if node.handle is not None:
-                by_backend.setdefault(node.backend, []).append(node)
         changed = False
-        for backend_name, nodes in by_backend.items():
-            backend = self.backends[backend_name]
+        for backend_name, backend in self.backends.items():
+            hint = None if everything else backend.changed()
+            if hint is None:  # ask about everything in flight there
+                nodes = [n for n in in_flight if n.backend == backend_name and n.handle is not None]
+            else:
+                nodes = [n for h in hint if (n := self._by_handle.get(h)) is not None and n.backend == backend_name]
+            if not nodes:
+                continue
             statuses = backend.poll([n.handle for n in nodes if n.handle])
             for node in nodes:
                 status = statuses.get(node.handle or "")
