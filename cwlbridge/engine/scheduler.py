@@ -391,12 +391,15 @@ class Scheduler:
         while self._dirty:
             dirty = sorted(self._dirty, key=self._rank.__getitem__)
             self._dirty.clear()
+            ready: list[Node] = []
             for name in dirty:
                 node = self.nodes[name]
                 if node.state == WAITING:
-                    self._consider(node)
+                    if self._consider(node, len(ready)):
+                        ready.append(node)
                 elif node.state in IN_FLIGHT and node.handle is None:
-                    self._submit(node)  # key recorded, handle not: same key again
+                    ready.append(node)  # key recorded, handle not: same key again
+            self._submit_all(ready)
 
     def _in_flight_count(self) -> int:
         return len(self._flying)
@@ -418,7 +421,8 @@ class Scheduler:
         node = self.nodes.get(name)
         return node.state if node else WAITING
 
-    def _consider(self, node: Node) -> None:
+    def _consider(self, node: Node, pending: int) -> bool:
+        """Skip ``node``, leave it waiting, or say it is ready (True); ``pending``: others ready."""
         task = node.task
         named: set[str] = set()
         if task.condition_tree is not None:
@@ -426,9 +430,9 @@ class Scheduler:
             verdict = evaluate(task.condition_tree, task, self._state_of)
             if verdict is False:
                 self._skip(node, f"condition {task.condition} is false")
-                return
+                return False
             if verdict is None:
-                return
+                return False
         for parent in task.parents:
             if parent.task in named:
                 continue
@@ -439,21 +443,21 @@ class Scheduler:
                     continue
                 if state in DONE_STATES:
                     self._skip(node, f"runs only if {_short(parent.task)} fails")
-                    return
-                return
+                    return False
+                return False
             if state == FINISHED:
                 continue
             if state in DONE_STATES:
                 self._skip(node, f"parent {_short(parent.task)} {state}")
-                return
+                return False
             if parent.link == "started" and p is not None and p.produced and p.state in IN_FLIGHT:
                 continue
-            return
-        if self.options.max_tasks and self._in_flight_count() >= self.options.max_tasks:
+            return False
+        if self.options.max_tasks and self._in_flight_count() + pending >= self.options.max_tasks:
             self._held.add(node.task.name)
-            return
+            return False
         node.attempt += 1
-        self._submit(node)
+        return True
 
     def _skip(self, node: Node, why: str) -> None:
         self._set_state(node, SKIPPED, why)
@@ -467,6 +471,17 @@ class Scheduler:
                 growing |= {d for d in p.task.output_datasets if d in datasets}
         node.inputs_open = bool(growing)
         return frozenset(growing)
+
+    def _submit_all(self, nodes: list[Node]) -> None:
+        """Submit nodes, their attempts' keys recorded first with one commit for all."""
+        keys = [(n, f"{self.state.run_id}/{n.task.name}/{n.attempt}") for n in nodes]
+        new = [(n.task.name, n.attempt, key) for n, key in keys if n.key != key]
+        if new:
+            self.state.begin_attempts(new)  # committed before any submit
+            for node, key in keys:
+                node.key = key
+        for node in nodes:
+            self._submit(node)
 
     def _submit(self, node: Node) -> None:
         task = node.task
