@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cwlbridge.errors import EXIT_OK, InputFileError
+from cwlbridge.units import human_size
 
 if TYPE_CHECKING:
     from cwlbridge.data.datasets import DatasetStore, StoredFile
@@ -79,18 +80,6 @@ def _open(args: argparse.Namespace) -> DatasetStore:
     from cwlbridge.data.datasets import open_store
 
     return open_store(args.store)
-
-
-def human_size(size: int) -> str:
-    """A size for people: bytes below 1 kB, else three significant digits in kB/MB/GB/TB (powers of 1000)."""
-    if size < 1000:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        value /= 1000
-        if value < 999.5 or unit == "PB":
-            return f"{value:.3g} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _table(rows: list[list[str]], right: set[int]) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from cwlbridge import __version__
 from cwlbridge.engine.state import JobRow, RunInfo, RunState, TaskRow
 from cwlbridge.model.plan import Parent, Plan, Task, short_name, to_dot
+from cwlbridge.units import human_size
 
 STATE_COLOURS = {
     "waiting": "#e0e0e0",
@@ -180,13 +181,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def format_bytes(count: int) -> str:
-    """Bytes in binary units: ``512 B``, ``1.5 KiB``, ``3.2 GiB``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
+    """Bytes as ``data ls`` shows them: ``512 B``, ``29.3 kB``, ``3.21 GB``."""
+    return human_size(count)
 
 
 def format_time(epoch: float | None) -> str:
