@@ -72,6 +72,9 @@ def test_serial_spec_runs_locally_without_a_server(tmp_path: Path, monkeypatch: 
 
     assert result.code == 0, result.text
     assert "running" in result.out and "locally" in result.out
+    # One line per command of the step, each saying which.
+    said = [line for line in result.text.splitlines() if "local step count: running" in line]
+    assert [line.split("running", 1)[1].strip() for line in said] == [f"command {n} of 3" for n in (1, 2, 3)]
     members = _members(work / "out.tgz")
     assert members["results/dataset.txt"] == b"user.jdoe:ds.1\n"
     assert members["results/count.txt"].strip() == b"2"  # c.tmp is git-ignored

@@ -97,8 +97,10 @@ def run_steps(prepared: Prepared, workspace: Path, log_path: Path, options: Subm
         steps = (workflow.get("specification") or {}).get("steps") or []
         for index, step in enumerate(steps):
             name = str(step.get("name") or f"step{index}")
-            for command in step.get("commands") or []:
-                say(f"local step {name}: running")
+            commands = step.get("commands") or []
+            for number, command in enumerate(commands, start=1):
+                which = f" command {number} of {len(commands)}" if len(commands) > 1 else ""
+                say(f"local step {name}: running{which}")
                 with log_path.open("a", encoding="utf-8") as log:
                     log.write(f"--- step {name}\n")
                 code = _run(["bash", "-c", substitute(str(command), parameters)], workspace, log_path, deadline, env)
