@@ -19,6 +19,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from cwlbridge.osutil import append_line
+
 VERDICTS_FILE = "schema-verdicts.txt"
 #: Past this size the file starts again empty (a digest is 65 bytes: some 60000 chains).
 MAX_BYTES = 4 * 1024 * 1024
@@ -59,16 +61,7 @@ class SchemaVerdicts:
             self._passed.add(key)
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_RDWR | os.O_CREAT | os.O_APPEND
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(FileNotFoundError):
                 if self.path.stat().st_size > MAX_BYTES:
-                    flags |= os.O_TRUNC
-            fd = os.open(self.path, flags, 0o644)
-            try:
-                line = f"{key}\n".encode("ascii")
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # after a line cut short: a line of its own
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+                    os.truncate(self.path, 0)
+            append_line(self.path, f"{key}\n".encode("ascii"))

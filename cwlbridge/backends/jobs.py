@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cwlbridge.errors import CwlbridgeError
+from cwlbridge.osutil import append_line, pid_alive
 
 #: Environment variable holding the job tokens of every process of a job (":"-separated).
 MARK_ENV = "CWLBRIDGE_JOB_MARK"
@@ -189,16 +190,7 @@ def read_log(job: Path | str) -> JobLog:
 
 def append_note(job: Path | str, note: Mapping[str, Any]) -> None:
     """Append one line to the job's log (created if the job never started); one ``write``."""
-    line = (json.dumps(note, separators=(",", ":")) + "\n").encode("utf-8")
-    fd = os.open(log_path(job), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        size = os.fstat(fd).st_size
-        # After a line cut short, start a new one, so that this one is whole.
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    append_line(log_path(job), (json.dumps(note, separators=(",", ":")) + "\n").encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -286,15 +278,7 @@ def is_job_wrapper(pid: int, mark: str) -> bool:
     """
     proc = _read_stat(pid)
     if proc is None:
-        if os.path.isdir("/proc/self"):
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return not os.path.isdir("/proc/self") and pid_alive(pid)
     return proc.state not in ("Z", "X") and proc.sid == pid and _has_mark(pid, {mark.encode()})
 
 

@@ -584,14 +584,17 @@ class LocalBackend(Backend):
         self._runs[run.handle] = run
         self._changed.add(run.handle)
         attempts: dict[int, int] = {}
-        with contextlib.suppress(FileNotFoundError):
-            # A job attempt began when its directory or its log exists: 000001.2, 000001.2.jsonl.
-            for entry in os.listdir(run.workdir) if not fresh else ():
-                serial, _, rest = entry.partition(".")
-                number = rest.partition(".")[0]
-                if serial.isdigit() and number.isdigit():
-                    index = int(serial) - 1
-                    attempts[index] = max(attempts.get(index, 0), int(number))
+        entries: list[str] = []
+        if not fresh:
+            with contextlib.suppress(FileNotFoundError):
+                entries = os.listdir(run.workdir)
+        # A job attempt began when its directory or its log exists: 000001.2, 000001.2.jsonl.
+        for entry in entries:
+            serial, _, rest = entry.partition(".")
+            number = rest.partition(".")[0]
+            if serial.isdigit() and number.isdigit():
+                index = int(serial) - 1
+                attempts[index] = max(attempts.get(index, 0), int(number))
         for job in run.jobs:
             self._restore(run, job, attempts)
 
@@ -675,7 +678,7 @@ class LocalBackend(Backend):
         if not job.reuse_attempt:
             job.attempts += 1
         job.reuse_attempt = False
-        attempt = work = self._attempt_dir(run, job)  # the job's name and working directory
+        work = self._attempt_dir(run, job)  # the job's working directory, and its name for the runner
         job.started, job.ended, job.exit_code = time.time(), None, None
         try:
             with contextlib.suppress(FileExistsError):
@@ -685,23 +688,23 @@ class LocalBackend(Backend):
                 self.say(f"a job of {run.name} or earlier changed the shared sandbox file {rel}; written again")
             self._stage(job, work, sandbox)
             self._write_input_lists(run, job, work)
-            command, container = self._command(run, job, attempt, work)
+            command, container = self._command(run, job, work)
             # runGen makes the first word executable; only a sandbox copy may be changed.
             first = os.path.normpath(job.command.split(maxsplit=1)[0]) if job.command.strip() else ""
             if first in sandbox.files:
                 _make_executable(work / first)
             env = dict(self._base_env)
             env.update(run.env)
-            self._runner.launch(attempt, command, cwd=work, env=env, container=container)
+            self._runner.launch(work, command, cwd=work, env=env, container=container)
         except (CwlbridgeError, OSError) as err:
             message = err.message if isinstance(err, CwlbridgeError) else f"{err.strerror or err}: {err.filename}"
             note = {"failure": f"could not start: {message}"}
             with contextlib.suppress(OSError):
-                append_note(attempt, note)
+                append_note(work, note)
             self._attempt_ended(run, job, JobState("absent", notes=(note,)))
             return
         job.phase = "running"
-        self._running[attempt] = (run, job)
+        self._running[work] = (run, job)
 
     def _carry_over(self, run: _TaskRun, job: _Job) -> bool:
         """Reuse the outputs of the same job (same inputs) that finished in an earlier attempt.
@@ -784,8 +787,7 @@ class LocalBackend(Backend):
         else:
             job.phase = "failed"
 
-    def _register_outputs(self, run: _TaskRun, job: _Job, attempt: Path) -> None:
-        work = attempt
+    def _register_outputs(self, run: _TaskRun, job: _Job, work: Path) -> None:
         prefix = lfn_prefix(run.name)
         pairs: dict[str, list[tuple[str, Path]]] = {}
         for output in run.outputs:
@@ -800,7 +802,7 @@ class LocalBackend(Backend):
             produced[dataset] = [s.name for s in stored]
             total += sum(s.size for s in stored)
         # Written again (store.add is idempotent) if this process dies before the note is whole.
-        append_note(attempt, {"outputs": produced, "bytes": total, "ended": job.ended})
+        append_note(work, {"outputs": produced, "bytes": total, "ended": job.ended})
         job.produced, job.bytes_out, job.phase, job.message = produced, total, "finished", ""
 
     def _read_outputs(self, job: _Job, note: Mapping[str, Any]) -> None:
@@ -889,7 +891,7 @@ class LocalBackend(Backend):
                 )
         return sandbox
 
-    def _command(self, run: _TaskRun, job: _Job, attempt: Path, work: Path) -> tuple[str, str | None]:
+    def _command(self, run: _TaskRun, job: _Job, work: Path) -> tuple[str, str | None]:
         """The shell text the job runs, and the container name a kill must stop (if any)."""
         if not run.container:
             return job.command, None
@@ -900,9 +902,9 @@ class LocalBackend(Backend):
         if engine is None:
             self._say_once("container", f"container {image} requested; running on the host: {reason}")
             return job.command, None
-        payload = Path(f"{attempt}{PAYLOAD_SUFFIX}")
+        payload = Path(f"{work}{PAYLOAD_SUFFIX}")
         payload.write_text(job.command + "\n", encoding="utf-8")
-        name = f"cwlbridge-{job_mark(attempt)}" if engine == "docker" else None
+        name = f"cwlbridge-{job_mark(work)}" if engine == "docker" else None
         env_names = sorted({*run.env, "CWLBRIDGE_STORE", MARK_ENV})
         argv = container_command(
             engine, image, bind=run.workdir, payload=payload, work=work, env_names=env_names, name=name

@@ -421,7 +421,8 @@ def _refuse_used_outds(plan: Any, settings: Settings) -> None:
 
 
 def _open_existing(args: argparse.Namespace) -> tuple[Path, Settings]:
-    from cwlbridge.engine.state import RunState, find_run, pid_alive
+    from cwlbridge.engine.state import RunState, find_run
+    from cwlbridge.osutil import pid_alive
 
     run_dir = find_run(args.run, Path(args.base).resolve())
     state = RunState.open(run_dir, readonly=True)
@@ -452,7 +453,8 @@ def run_retry(args: argparse.Namespace) -> int:
 def run_kill(args: argparse.Namespace) -> int:
     """``cwlbridge kill RUN``: ask the running process to stop; cancel directly if it is gone."""
     from cwlbridge.engine.scheduler import CANCELLED, IN_FLIGHT
-    from cwlbridge.engine.state import RunState, find_run, pid_alive
+    from cwlbridge.engine.state import RunState, find_run
+    from cwlbridge.osutil import pid_alive
 
     run_dir = find_run(args.run, Path(args.base).resolve())
     state = RunState.open(run_dir)

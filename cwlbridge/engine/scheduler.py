@@ -472,23 +472,24 @@ class Scheduler:
         node.inputs_open = bool(growing)
         return frozenset(growing)
 
+    def _key(self, node: Node) -> str:
+        """The idempotency key of the node's current attempt."""
+        return f"{self.state.run_id}/{node.task.name}/{node.attempt}"
+
     def _submit_all(self, nodes: list[Node]) -> None:
         """Submit nodes, their attempts' keys recorded first with one commit for all."""
-        keys = [(n, f"{self.state.run_id}/{n.task.name}/{n.attempt}") for n in nodes]
-        new = [(n.task.name, n.attempt, key) for n, key in keys if n.key != key]
+        new = [n for n in nodes if n.key != self._key(n)]
         if new:
-            self.state.begin_attempts(new)  # committed before any submit
-            for node, key in keys:
-                node.key = key
+            self.state.begin_attempts([(n.task.name, n.attempt, self._key(n)) for n in new])  # committed first
+            for node in new:
+                node.key = self._key(node)
         for node in nodes:
             self._submit(node)
 
     def _submit(self, node: Node) -> None:
+        """Hand the node to its backend; its attempt's key is recorded (``_submit_all``)."""
         task = node.task
-        key = f"{self.state.run_id}/{task.name}/{node.attempt}"
-        if node.key != key:
-            self.state.begin_attempt(task.name, node.attempt, key)  # committed before the call
-            node.key = key
+        key = self._key(node)
         spec = TaskSpec(
             task=task,
             run_id=self.state.run_id,

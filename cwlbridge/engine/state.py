@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cwlbridge.errors import CwlbridgeError
+from cwlbridge.osutil import pid_alive
 
 if TYPE_CHECKING:
     from cwlbridge.backends.base import JobInfo
@@ -321,17 +322,6 @@ def list_runs(base: Path) -> list[RunInfo]:
         finally:
             state.close()
     return result
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (it may belong to another user)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunState:
