@@ -877,3 +877,29 @@ def test_a_container_step_runs_through_the_engine(store: LocalStore, tmp_path: P
     assert Path(f"{attempt}.payload.sh").read_text() == "echo inside > out.txt\n"
     record = JobRecord.read(attempt)
     assert record is not None and record.container == argv[argv.index("--name") + 1]
+
+
+def test_wait_returns_at_once_when_a_change_is_not_reported_yet(
+    backend: LocalBackend, store: LocalStore, tmp_path: Path, sandbox: Path
+) -> None:
+    """A job that ended while the backend was busy elsewhere (here: a poll about other
+    tasks) is news: ``wait`` must not sleep until the next job ends.  It once did, and a
+    chain lost up to its whole timeout on every such step."""
+    handle = backend.submit(_spec(_task("echo done"), tmp_path, sandbox))
+    _until_done_on_disk(handle)
+    assert backend.poll([]) == {}  # pumps: the end is seen, but nobody asked about this task
+    assert handle in backend.changed()
+    start = time.monotonic()
+    backend.wait(60.0)
+    assert time.monotonic() - start < 30.0
+    assert backend.poll([handle])[handle].phase == "finished"
+    assert handle not in backend.changed()
+
+
+def _until_done_on_disk(handle: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if observe(Path(handle) / "000001.1").state == "done":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the job of {handle} did not end within {timeout} s")

@@ -74,7 +74,7 @@ class Backend(ABC):
     def changed(self) -> Collection[str] | None:  # handles that may have changed since polled; None: all may
         return None
 
-    def wait(self, timeout: float) -> None:  # until something may have changed
+    def wait(self, timeout: float) -> None:  # until something may have changed; at once if changed() is not empty
         time.sleep(timeout)
 
     def close(self) -> None:  # noqa: B027 - optional; remote work keeps running

@@ -368,7 +368,9 @@ class LocalBackend(Backend):
 
     def wait(self, timeout: float) -> None:
         self._pump()
-        if self._launchable_now():
+        # A job that ended in the pump (or in a poll or submit since the scheduler asked
+        # ``changed``) is news already: waiting for the next one would stall a chain.
+        if self._changed or self._launchable_now():
             return
         now = time.time()
         due = [j.not_before for _, j in self._queue if j.not_before > now]

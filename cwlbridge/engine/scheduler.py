@@ -540,6 +540,9 @@ class Scheduler:
                 nodes = [n for n in in_flight if n.backend == backend_name and n.handle is not None]
             else:
                 nodes = [n for h in hint if (n := self._by_handle.get(h)) is not None and n.backend == backend_name]
+                stale = [h for h in hint if h not in self._by_handle]
+                if stale:  # tasks no longer in flight here: acknowledge, so that ``wait`` does not return at once
+                    backend.poll(stale)
             if not nodes:
                 continue
             statuses = backend.poll([n.handle for n in nodes if n.handle])
