@@ -28,6 +28,7 @@ from cwlbridge.backends.jobs import (
     stderr_path,
     stdout_path,
 )
+from cwlbridge.osutil import pid_alive
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 
@@ -170,17 +171,32 @@ def test_wake_interrupts_wait(runner: JobRunner) -> None:
 
 
 def test_the_command_never_runs_when_cwlbridge_dies_before_the_go_ahead(tmp_path: Path) -> None:
-    """The wrapper reads end of file instead of "go" and exits without running anything."""
+    """The wrapper reads end of file instead of a script and exits without running anything."""
     job_dir = tmp_path / "job"
     job_dir.mkdir()
-    result = subprocess.run(
-        ["/bin/sh", "-c", jobs._WRAPPER, "sh", str(job_dir), str(tmp_path), f"touch {tmp_path}/ran"],
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    result = subprocess.run(["/bin/sh", "-c", jobs._WRAPPER, "sh"], stdin=subprocess.DEVNULL, check=False)
     assert result.returncode == jobs.NOT_STARTED_EXIT
-    assert not (tmp_path / "ran").exists()
     assert observe(job_dir).state == "absent"
+
+
+def test_a_script_cut_short_runs_nothing(tmp_path: Path) -> None:
+    """cwlbridge killed while it sends the script: whatever part arrived, nothing of it runs."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    marker = tmp_path / "ran"
+    whole = jobs.job_script(job_dir, tmp_path, f"touch {marker}\necho 'two lines' > {marker}.2")
+    # Up to the last newline, which only ends the block's closing ``fi``: all of it was sent then.
+    for cut in sorted({*range(0, len(whole) - 1, 7), len(whole) - 2}):
+        result = subprocess.run(
+            ["/bin/sh", "-c", jobs._WRAPPER, "sh"], input=whole[:cut], capture_output=True, check=False
+        )
+        assert result.returncode != 0, cut
+        assert not marker.exists() and not Path(f"{marker}.2").exists(), f"ran with {cut} of {len(whole)} bytes"
+        assert not (tmp_path / "job.stdout").exists(), cut
+    result = subprocess.run(["/bin/sh", "-c", jobs._WRAPPER, "sh"], input=whole, check=False)
+    assert result.returncode == 0
+    assert marker.exists() and Path(f"{marker}.2").read_text() == "two lines\n"
+    assert (tmp_path / "job.jsonl").read_text() == '{"exit":0}\n'
 
 
 _LAUNCH_AND_CRASH = textwrap.dedent(
@@ -388,3 +404,75 @@ def test_kill_reaches_jobs_started_by_a_cwlbridge_inside_the_job(tmp_path: Path,
     assert record is not None and record.sid != JobRecord.read(job_dir).sid  # type: ignore[union-attr]
     runner.kill(job_dir, grace=0.2)
     assert _processes_with(token) == []
+
+
+# -- wrappers started ahead of their jobs -------------------------------------------------------
+
+
+def test_a_prepared_wrapper_runs_the_next_job(runner: JobRunner, tmp_path: Path) -> None:
+    env = dict(os.environ, CWLBRIDGE_RUN="r1")
+    runner.prepare(env, 2)
+    waiting = [w.pid for w in runner._ready]
+    assert len(waiting) == 2 and all(jobs.is_job_wrapper(w.pid, w.mark) for w in runner._ready)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    record = runner.launch(job_dir, 'echo "run $CWLBRIDGE_RUN in $PWD"; exit 3', cwd=job_dir, env=env)
+    assert record.pid == waiting[0] and record.mark != job_mark(job_dir)
+    _wait_for(runner, job_dir)
+    state = observe(job_dir)
+    assert (state.state, state.exit_code) == ("done", 3)
+    assert Path(stdout_path(job_dir)).read_text() == f"run r1 in {job_dir}\n"
+    assert [w.pid for w in runner._ready] == waiting[1:]
+
+
+def test_a_wrapper_prepared_for_another_environment_is_not_used(runner: JobRunner, tmp_path: Path) -> None:
+    runner.prepare(dict(os.environ, CWLBRIDGE_RUN="old"), 1)
+    (old,) = runner._ready
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    record = runner.launch(job_dir, 'echo "$CWLBRIDGE_RUN"', cwd=job_dir, env=dict(os.environ, CWLBRIDGE_RUN="new"))
+    assert record.pid != old.pid
+    _wait_for(runner, job_dir)
+    assert Path(stdout_path(job_dir)).read_text() == "new\n"
+    assert not pid_alive(old.pid)  # let go, and reaped
+    assert not runner._ready
+
+
+def test_a_prepared_wrapper_killed_while_it_waited_is_replaced(runner: JobRunner, tmp_path: Path) -> None:
+    env = dict(os.environ)
+    runner.prepare(env, 1)
+    (victim,) = runner._ready
+    os.kill(victim.pid, signal.SIGKILL)
+    _until(lambda: os.waitid(os.P_PID, victim.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    record = runner.launch(job_dir, "echo fine", cwd=job_dir, env=env)
+    assert record.pid != victim.pid
+    _wait_for(runner, job_dir)
+    assert observe(job_dir).exit_code == 0 and Path(stdout_path(job_dir)).read_text() == "fine\n"
+
+
+def test_closing_the_runner_lets_prepared_wrappers_go(tmp_path: Path) -> None:
+    runner = JobRunner()
+    runner.prepare(dict(os.environ), 2)
+    pids = [w.pid for w in runner._ready]
+    runner.close()
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_prepared_wrappers_end_with_a_crashed_cwlbridge(tmp_path: Path) -> None:
+    """A wrapper waiting for a job reads end of file when cwlbridge dies, and exits: no orphans."""
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from cwlbridge.backends.jobs import JobRunner
+        runner = JobRunner()
+        runner.prepare(dict(os.environ), 2)
+        print(" ".join(str(w.pid) for w in runner._ready), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 2
+    _until(lambda: not any(pid_alive(pid) for pid in pids))

@@ -1,13 +1,16 @@
 """Job processes that outlive cwlbridge: start them, adopt them, wait for them, kill them.
 
 A job runs in its own session (process group and session id = the wrapper's pid) through a
-tiny ``/bin/sh`` wrapper.  The wrapper waits for a go-ahead on a pipe, so the command never
-runs before the job's record is written: if cwlbridge dies in between, the wrapper reads end
-of file and exits without running anything.  It then runs the command in a subshell with
-``eval`` (a fork, where a second ``/bin/sh -c`` would add an exec: half a millisecond per job
-on the machine this was measured on), stdout/stderr sent to files, and appends the exit code
-when the command ends.  ``exit`` in the command ends the subshell only, so its code is
-recorded; ``$$`` is the wrapper's pid, which is the job's process group and session.
+tiny ``/bin/sh`` wrapper.  The wrapper reads what to run from a pipe, as a short script, and
+is sent it only after the job's record is written: if cwlbridge dies before, the wrapper
+reads end of file and exits without running anything (a script cut short is one unfinished
+``if`` block, which the shell refuses whole).  So a wrapper can be started before it has a
+job (``prepare``): starting a shell costs about a millisecond, which a chain's next step
+then does not wait for.  The script runs the command in a subshell with ``eval`` (a fork,
+where a second ``/bin/sh -c`` would add an exec), stdout/stderr sent to files, and appends
+the exit code when the command ends.  ``exit`` in the command ends the subshell only, so
+its code is recorded; ``$$`` is the wrapper's pid, which is the job's process group and
+session.
 Because the job is not in cwlbridge's process group, Ctrl-C and SIGKILL of cwlbridge leave
 it running, and a later cwlbridge can adopt it from the files alone.
 
@@ -17,7 +20,7 @@ directory):
 
 - ``JOB.jsonl``: the job's log, one JSON object a line, only ever appended to: first the
   record (pid, pgid, sid, ``started`` in epoch seconds, ``mark``, a container name if any,
-  and the command), written before the go-ahead; then ``{"exit": CODE}``, appended by the
+  and the command), written before the wrapper is sent its script; then ``{"exit": CODE}``, appended by the
   wrapper; then whatever the caller notes with ``append_note`` (e.g. that the outputs are
   stored).  One file instead of a record, an exit-code file and notes: creating a file is
   the dearest step of starting a job on a disk-backed file system, appending is not.
@@ -25,10 +28,11 @@ directory):
 
 Every line goes out in one ``write`` with ``O_APPEND``, so a reader sees whole lines plus at
 most an unfinished last one (no newline yet, or cut short by a kill), which it ignores: an
-unfinished record means no go-ahead was given (nothing ran), and a note is written again by
+unfinished record means no script was sent (nothing ran), and a note is written again by
 whoever wrote it.  The end time of a job is the log's mtime when the exit code is its last
 line; a note written later carries ``ended`` so the time survives.
 
+A job's mark is a random token its wrapper got when it was started (recorded as ``mark``).
 A pid is taken for the job's wrapper only while that process leads its own session and
 carries the job's mark in its environment (checked in ``/proc/<pid>/environ`` when a job is
 adopted or looked at, never at launch), so a pid reused by another process is not mistaken
@@ -44,12 +48,14 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import selectors
+import shlex
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -71,17 +77,26 @@ MAX_COMMAND_BYTES = 120 * 1024
 NOT_STARTED_EXIT = 111
 
 _SH = "/bin/sh"
-# $1: the job's name (its files are $1.jsonl, ...), $2: working directory, $3: the command.
-# `shift 3` leaves the command without positional parameters, as `sh -c` would.
-_WRAPPER = (
-    "IFS= read -r __cwlb_go || :\n"
-    f'[ "$__cwlb_go" = go ] || exit {NOT_STARTED_EXIT}\n'
-    "__cwlb_job=$1 __cwlb_cmd=$3\n"
-    f'cd "$2" || {{ printf \'{{"exit":127}}\\n\' >>"$__cwlb_job{LOG_SUFFIX}"; exit 0; }}\n'
-    "shift 3\n"
-    f'( eval "$__cwlb_cmd" ) </dev/null >"$__cwlb_job{STDOUT_SUFFIX}" 2>"$__cwlb_job{STDERR_SUFFIX}"\n'
-    f'printf \'{{"exit":%d}}\\n\' "$?" >>"$__cwlb_job{LOG_SUFFIX}"\n'
-)
+# Runs what the pipe on stdin says (``job_script``); an empty pipe runs nothing.
+_WRAPPER = f". /dev/stdin\nexit {NOT_STARTED_EXIT}\n"
+
+
+def job_script(job: Path | str, cwd: Path | str, command: str) -> bytes:
+    """What a wrapper is sent to run ``command`` in ``cwd`` as the job named ``job``.
+
+    All of it is one ``if`` block: the shell parses a compound command whole before it runs
+    any of it, so a script cut short (its sender killed while writing) runs nothing.
+    """
+    quote = shlex.quote
+    return (
+        "if :; then\n"
+        f"__cwlb_job={quote(str(job))} __cwlb_cmd={quote(command)}\n"
+        f"cd {quote(str(cwd))} || {{ printf '{{\"exit\":127}}\\n' >>\"$__cwlb_job{LOG_SUFFIX}\"; exit 0; }}\n"
+        f'( eval "$__cwlb_cmd" ) </dev/null >"$__cwlb_job{STDOUT_SUFFIX}" 2>"$__cwlb_job{STDERR_SUFFIX}"\n'
+        f"printf '{{\"exit\":%d}}\\n' \"$?\" >>\"$__cwlb_job{LOG_SUFFIX}\"\n"
+        "exit 0\n"
+        "fi\n"
+    ).encode()
 
 JobStateName = Literal["absent", "running", "done", "lost"]
 
@@ -212,7 +227,7 @@ class JobState:
 
 
 def job_mark(job: Path | str) -> str:
-    """The token that marks the processes of the job named ``job`` (stable across restarts)."""
+    """A token derived from the job's name, stable across restarts (e.g. to name its container)."""
     return hashlib.sha1(str(job).encode("utf-8")).hexdigest()[:20]
 
 
@@ -347,13 +362,25 @@ def _ancestors(pid: int) -> set[int]:
     return chain
 
 
-def _signal_all(pids: Iterable[int], sig: int) -> None:
-    for pid in pids:
+def _signal_all(pids: Iterable[int], sig: int, first: Collection[int] = ()) -> None:
+    """Send ``sig`` to ``pids``, those in ``first`` (the jobs' wrappers) before the others:
+    a wrapper that outlived its command by a moment would record an exit code for it."""
+    for pid in sorted(pids, key=lambda pid: pid not in first):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
 
 
 # -- the runner -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Wrapper:
+    """A wrapper started ahead of its job, waiting for its script on the pipe ``feed``."""
+
+    pid: int
+    mark: str
+    env: dict[str, str]  # as given, before the mark was added
+    feed: int
 
 
 @dataclass
@@ -379,6 +406,7 @@ class JobRunner:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._watched: dict[int, _Watch] = {}  # by pid
+        self._ready: list[_Wrapper] = []  # started ahead (see prepare)
         self._jobs: set[Path] = set()
         self._ended: list[Path] = []
 
@@ -404,33 +432,13 @@ class JobRunner:
                 f"the command of the job in {job} is {len(command)} characters long;"
                 f" at most {MAX_COMMAND_BYTES} fit on one command line"
             )
-        mark = job_mark(job)
-        inherited = env.get(MARK_ENV, "")
-        environ = dict(env)
-        environ[MARK_ENV] = f"{inherited}:{mark}" if inherited else mark
-        go_r, go_w = os.pipe()
-        try:
-            pid = os.posix_spawn(
-                _SH,
-                [_SH, "-c", _WRAPPER, _SH, str(job), str(cwd), command],
-                environ,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, go_r, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-                ],
-                setsid=True,
-            )
-        except OSError as exc:
-            os.close(go_w)
-            raise CwlbridgeError(f"cannot start a job in {job}: {exc.strerror or exc}") from exc
-        finally:
-            os.close(go_r)
+        wrapper = self._take_ready(env) or self._spawn(env, job)
+        pid = wrapper.pid
         record = JobRecord(
-            pid=pid, pgid=pid, sid=pid, started=time.time(), mark=mark, container=container, command=command
+            pid=pid, pgid=pid, sid=pid, started=time.time(), mark=wrapper.mark, container=container, command=command
         )
         try:
-            # Truncated: what a launcher killed before its go-ahead left is not a record.
+            # Truncated: what a launcher killed before sending the script left is not a record.
             line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode("utf-8")
             fd = os.open(log_path(job), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
             try:
@@ -439,16 +447,81 @@ class JobRunner:
             finally:
                 os.close(fd)
         except OSError as exc:
-            # No go-ahead: the wrapper reads end of file and exits without running the command.
-            os.close(go_w)
-            os.waitpid(pid, 0)
+            self._retire(wrapper)  # it reads end of file and exits without running anything
             raise CwlbridgeError(f"cannot record the job in {job}: {exc.strerror or exc}") from exc
         try:
-            os.write(go_w, b"go\n")
-        finally:
-            os.close(go_w)
-        self._add_watch(_Watch(job, pid, mark, True, _pidfd(pid)))
+            view = memoryview(job_script(job, cwd, command))
+            while view:  # a long command may not fit in the pipe: the wrapper reads as it comes
+                view = view[os.write(wrapper.feed, view) :]
+        except OSError as exc:  # the wrapper is gone (killed in between): nothing ran
+            os.close(wrapper.feed)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            raise CwlbridgeError(f"cannot start the job in {job}: {exc.strerror or exc}") from exc
+        os.close(wrapper.feed)
+        self._add_watch(_Watch(job, pid, wrapper.mark, True, _pidfd(pid)))
         return record
+
+    def prepare(self, env: Mapping[str, str], count: int = 1) -> None:
+        """Have ``count`` wrappers waiting for jobs with environment ``env`` (see the module).
+
+        Wrappers for another environment are let go: they exit without running anything.
+        """
+        for wrapper in [w for w in self._ready if w.env != env]:
+            self._ready.remove(wrapper)
+            self._retire(wrapper)
+        while len(self._ready) < count:
+            try:
+                self._ready.append(self._spawn(env, None))
+            except CwlbridgeError:
+                return  # launch will say why, for a job
+
+    def _take_ready(self, env: Mapping[str, str]) -> _Wrapper | None:
+        while self._ready:
+            wrapper = self._ready.pop(0)
+            if wrapper.env == env:
+                try:
+                    alive = os.waitpid(wrapper.pid, os.WNOHANG)[0] == 0
+                except ChildProcessError:
+                    alive = False
+                if alive:
+                    return wrapper
+                os.close(wrapper.feed)  # killed by someone while it waited
+            else:
+                self._retire(wrapper)
+        return None
+
+    def _spawn(self, env: Mapping[str, str], job: Path | None) -> _Wrapper:
+        mark = secrets.token_hex(10)
+        inherited = env.get(MARK_ENV, "")
+        environ = dict(env)
+        environ[MARK_ENV] = f"{inherited}:{mark}" if inherited else mark
+        feed_r, feed_w = os.pipe()
+        try:
+            pid = os.posix_spawn(
+                _SH,
+                [_SH, "-c", _WRAPPER, _SH],
+                environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, feed_r, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                ],
+                setsid=True,
+            )
+        except OSError as exc:
+            os.close(feed_w)
+            where = f" in {job}" if job is not None else ""
+            raise CwlbridgeError(f"cannot start a job{where}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(feed_r)
+        return _Wrapper(pid, mark, dict(env), feed_w)
+
+    def _retire(self, wrapper: _Wrapper) -> None:
+        """Let an unused wrapper go: it reads end of file and exits at once."""
+        os.close(wrapper.feed)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(wrapper.pid, 0)
 
     def adopt(self, job: Path, record: JobRecord) -> bool:
         """Watch a job another process started; False if it is not running any more."""
@@ -548,9 +621,10 @@ class JobRunner:
         def scan() -> set[int]:
             return job_processes(records)
 
+        wrappers = {r.pid for r in records}
         victims = scan()
         if victims and grace > 0:
-            _signal_all(victims, signal.SIGTERM)
+            _signal_all(victims, signal.SIGTERM, wrappers)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 self._reap_children()
@@ -566,7 +640,7 @@ class JobRunner:
             # A process forked between the scan and the stop is stopped on the next round.
             if scan() - victims:
                 continue
-            _signal_all(victims, signal.SIGKILL)
+            _signal_all(victims, signal.SIGKILL, wrappers)
             time.sleep(0.01)
             self._reap_children()
         deadline = time.monotonic() + 5.0
@@ -587,6 +661,8 @@ class JobRunner:
 
     def close(self) -> None:
         """Stop watching; running jobs keep running (a later process can adopt them)."""
+        while self._ready:
+            self._retire(self._ready.pop())
         for watch in list(self._watched.values()):
             if watch.pidfd is not None:
                 with contextlib.suppress(KeyError, ValueError):

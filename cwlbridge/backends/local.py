@@ -281,6 +281,7 @@ class LocalBackend(Backend):
         self._said: set[str] = set()
         self._engine: tuple[str | None, str] | None = None
         self._base_env = self._job_environment()
+        self._last_env: dict[str, str] | None = None  # of the last job started
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -288,22 +289,29 @@ class LocalBackend(Backend):
         workdir = Path(os.path.abspath(spec.workdir))
         handle = str(workdir)
         if handle in self._runs or (workdir / TASK_FILE).is_file():
-            if self._load(handle) is None:
+            found = self._load(handle)
+            if found is None:
                 raise CwlbridgeError(
                     f"{workdir / TASK_FILE} is unreadable or was written by another version of cwlbridge;"
                     f" cannot resume task {spec.task.name}",
                     hint="start a new run of the chain (a new --outds)",
                 )
             self._pump()
+            self._create_outputs(found)
             return handle
         run = self._plan(spec, workdir)
-        for output in run.outputs:
-            self.store.create(output.dataset)
         workdir.mkdir(parents=True, exist_ok=True)
         run.save()
         self._adopt_run(run, fresh=True)
         self._pump()
+        # After the first jobs started: a job's outputs are added (which creates the dataset
+        # anyway) only when it ended, and a crash before this line is mended on resume above.
+        self._create_outputs(run)
         return handle
+
+    def _create_outputs(self, run: _TaskRun) -> None:
+        for output in run.outputs:
+            self.store.create(output.dataset)
 
     def poll(self, handles: Sequence[str]) -> dict[str, TaskStatus]:
         self._pump()
@@ -376,6 +384,10 @@ class LocalBackend(Backend):
         due = [j.not_before for _, j in self._queue if j.not_before > now]
         if due and len(self._running) < self.jobs:
             timeout = min(timeout, max(0.0, min(due) - now))
+        if self._running and self._last_env is not None:
+            # Idle until a job ends: a shell for the next one, waiting for its script, so that
+            # its start does not wait for a shell to start.
+            self._runner.prepare(self._last_env, min(self.jobs, 2))
         self._finish_ended(self._runner.wait(timeout))
         self._launch()
 
@@ -697,6 +709,7 @@ class LocalBackend(Backend):
                 _make_executable(work / first)
             env = dict(self._base_env)
             env.update(run.env)
+            self._last_env = env
             self._runner.launch(work, command, cwd=work, env=env, container=container)
         except (CwlbridgeError, OSError) as err:
             message = err.message if isinstance(err, CwlbridgeError) else f"{err.strerror or err}: {err.filename}"

@@ -493,6 +493,9 @@ def run_kill(args: argparse.Namespace) -> int:
                     backends.get(row.backend, backends["local"]).cancel(row.handle)
                 state.set_task_state(row.name, CANCELLED, "killed by `cwlbridge kill`")
                 cancelled += 1
+    for backend in backends.values():
+        backend.close()
+    store.close()
     state.set_run_status("cancelled")
     state.close()
     sys.stdout.write(f"run {info.id}: {cancelled} task(s) cancelled\n")
