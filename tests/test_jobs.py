@@ -28,6 +28,7 @@ from cwlbridge.backends.jobs import (
     stderr_path,
     stdout_path,
 )
+from cwlbridge.errors import CwlbridgeError
 from cwlbridge.osutil import pid_alive
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
@@ -476,3 +477,26 @@ def test_prepared_wrappers_end_with_a_crashed_cwlbridge(tmp_path: Path) -> None:
     pids = [int(p) for p in done.stdout.split()]
     assert len(pids) == 2
     _until(lambda: not any(pid_alive(pid) for pid in pids))
+
+
+def test_commands_a_shell_would_not_take_as_given(runner: JobRunner, tmp_path: Path) -> None:
+    """Long commands, bytes that are not UTF-8, syntax errors and NUL characters."""
+    results = {}
+    commands = {
+        "long": ": '" + "x" * 100_000 + "'; echo ok",
+        "bytes": "printf '%s\\n' " + os.fsdecode(b"caf\xe9"),
+        "syntax": "echo (",
+    }
+    for name, command in commands.items():
+        job_dir = tmp_path / name
+        job_dir.mkdir()
+        runner.launch(job_dir, command, cwd=job_dir, env=dict(os.environ))
+        _wait_for(runner, job_dir)
+        results[name] = (observe(job_dir).exit_code, Path(stdout_path(job_dir)).read_bytes())
+    assert results["long"] == (0, b"ok\n")
+    assert results["bytes"] == (0, b"caf\xe9\n")
+    assert results["syntax"][0] == 2 and b"Syntax error" in Path(stderr_path(tmp_path / "syntax")).read_bytes()
+    (tmp_path / "nul").mkdir()
+    with pytest.raises(CwlbridgeError, match="NUL"):
+        runner.launch(tmp_path / "nul", "echo a\0b", cwd=tmp_path, env=dict(os.environ))
+    assert observe(tmp_path / "nul").state == "absent"

@@ -96,7 +96,7 @@ def job_script(job: Path | str, cwd: Path | str, command: str) -> bytes:
         f"printf '{{\"exit\":%d}}\\n' \"$?\" >>\"$__cwlb_job{LOG_SUFFIX}\"\n"
         "exit 0\n"
         "fi\n"
-    ).encode()
+    ).encode("utf-8", "surrogateescape")  # undecodable bytes (os.fsdecode) go back as they were
 
 JobStateName = Literal["absent", "running", "done", "lost"]
 
@@ -427,11 +427,14 @@ class JobRunner:
         command starts (``docker run --name …``) so that a kill can stop it too.
         """
         job = Path(os.path.abspath(job))
-        if len(command.encode("utf-8")) > MAX_COMMAND_BYTES:
+        script = job_script(job, cwd, command)  # before a wrapper is taken: nothing to undo if it fails
+        if len(command.encode("utf-8", "surrogateescape")) > MAX_COMMAND_BYTES:
             raise CwlbridgeError(
                 f"the command of the job in {job} is {len(command)} characters long;"
                 f" at most {MAX_COMMAND_BYTES} fit on one command line"
             )
+        if "\0" in command:  # a shell would drop it silently and run something else
+            raise CwlbridgeError(f"the command of the job in {job} contains a NUL character")
         wrapper = self._take_ready(env) or self._spawn(env, job)
         pid = wrapper.pid
         record = JobRecord(
@@ -446,11 +449,13 @@ class JobRunner:
                     raise OSError(errno.EIO, "the record was written in part")
             finally:
                 os.close(fd)
-        except OSError as exc:
+        except BaseException as exc:
             self._retire(wrapper)  # it reads end of file and exits without running anything
-            raise CwlbridgeError(f"cannot record the job in {job}: {exc.strerror or exc}") from exc
+            if isinstance(exc, OSError):
+                raise CwlbridgeError(f"cannot record the job in {job}: {exc.strerror or exc}") from exc
+            raise
         try:
-            view = memoryview(job_script(job, cwd, command))
+            view = memoryview(script)
             while view:  # a long command may not fit in the pipe: the wrapper reads as it comes
                 view = view[os.write(wrapper.feed, view) :]
         except OSError as exc:  # the wrapper is gone (killed in between): nothing ran
