@@ -500,3 +500,18 @@ def test_commands_a_shell_would_not_take_as_given(runner: JobRunner, tmp_path: P
     with pytest.raises(CwlbridgeError, match="NUL"):
         runner.launch(tmp_path / "nul", "echo a\0b", cwd=tmp_path, env=dict(os.environ))
     assert observe(tmp_path / "nul").state == "absent"
+
+
+def test_kill_finds_the_session_after_its_leader_died(tmp_path: Path, runner: JobRunner, token: str) -> None:
+    """A process that ignores SIGTERM, dropped the job's mark and was re-parented is found by
+    its session only: the kill must still know that session once SIGTERM killed the wrapper."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    ready = tmp_path / "ready"
+    inner = f"trap '' TERM; touch {ready}; sleep 300"
+    command = f"env -i TESTMARK={token} PATH=\"$PATH\" sh -c \"{inner}\" & wait"
+    runner.launch(job_dir, command, cwd=tmp_path, env=dict(os.environ, TESTMARK=token))
+    _until(ready.exists)
+    runner.kill(job_dir, grace=0.5)
+    assert _processes_with(token) == []
+    _wait_for(runner, job_dir)

@@ -320,16 +320,24 @@ def _has_mark(pid: int, tokens: set[bytes]) -> bool:
     return False
 
 
-def job_processes(records: Sequence[JobRecord]) -> set[int]:
+def job_processes(records: Sequence[JobRecord], sessions: set[int] | None = None) -> set[int]:
     """Every live process of these jobs: each job's session while its wrapper lives, processes
-    carrying its mark, and all their descendants (by parent pid)."""
+    carrying its mark, and all their descendants (by parent pid).
+
+    ``sessions`` collects the sessions found trusted, and they stay trusted in later calls
+    with the same set: a kill, which takes seconds, must still find the session's processes
+    once it has killed the wrapper that leads it.
+    """
     if not os.path.isdir("/proc/self"):
         return {r.pid for r in records if is_job_wrapper(r.pid, r.mark)}
     procs = [p for p in _all_procs() if p.state not in ("Z", "X")]
     protected = _ancestors(os.getpid())
     by_pid = {p.pid: p for p in procs}
-    # A session id is only trusted while its leader is our wrapper (ids get reused).
-    sessions = {
+    # A session id is only trusted while its leader is our wrapper (ids get reused), or for
+    # the caller's ``sessions`` (seen led by the wrapper moments ago).
+    if sessions is None:
+        sessions = set()
+    sessions |= {
         r.sid
         for r in records
         if (w := by_pid.get(r.pid)) is not None and w.sid == w.pid and _has_mark(w.pid, {r.mark.encode()})
@@ -623,8 +631,10 @@ class JobRunner:
             if record.container:
                 _stop_container(record.container)
 
+        sessions: set[int] = set()
+
         def scan() -> set[int]:
-            return job_processes(records)
+            return job_processes(records, sessions)
 
         wrappers = {r.pid for r in records}
         victims = scan()
