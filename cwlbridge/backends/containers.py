@@ -2,9 +2,9 @@
 
 A job's command goes into a payload file beside its working directory; the container engine
 runs it with the task attempt's directory (which holds both) bound at the same path and the
-job's working directory as the working directory.  Docker containers get a name, so a kill can ``docker kill`` them (the
-``docker run`` client dying does not stop the container); Apptainer runs as child processes,
-which the process-tree kill reaches.
+job's working directory as the working directory.  Docker containers get a name, so a kill
+can ``docker kill`` them (the ``docker run`` client dying does not stop the container);
+Apptainer runs as child processes, which the process-tree kill reaches.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ def container_command(
 ) -> list[str]:
     """The command line that runs a job's ``payload`` file inside ``image`` with ``engine``.
 
-    ``bind`` (holding the payload and ``work``) is bound at the same path, the job works in ``work``, and the
-    environment variables ``env_names`` are passed by name (values never on the command line).
+    ``bind`` (holding the payload and ``work``) is bound at the same path, the job works in
+    ``work``, and the environment variables ``env_names`` are passed by name (values never on
+    the command line).
     Docker runs as the calling user so outputs stay the user's; Apptainer does that itself.
     """
     if engine == "docker":

@@ -20,8 +20,8 @@ directory):
 
 - ``JOB.jsonl``: the job's log, one JSON object a line, only ever appended to: first the
   record (pid, pgid, sid, ``started`` in epoch seconds, ``mark``, a container name if any,
-  and the command), written before the wrapper is sent its script; then ``{"exit": CODE}``, appended by the
-  wrapper; then whatever the caller notes with ``append_note`` (e.g. that the outputs are
+  and the command), written before the wrapper is sent its script; then ``{"exit": CODE}``,
+  appended by the wrapper; then whatever the caller notes with ``append_note`` (e.g. that the outputs are
   stored).  One file instead of a record, an exit-code file and notes: creating a file is
   the dearest step of starting a job on a disk-backed file system, appending is not.
 - ``JOB.stdout``, ``JOB.stderr``: the command's output
@@ -431,8 +431,9 @@ class JobRunner:
     ) -> JobRecord:
         """Start ``command`` (shell text) as the job named ``job``, working in ``cwd``.
 
-        The directory of ``job`` must exist, and the job must have no record yet.  ``container`` names a container the
-        command starts (``docker run --name …``) so that a kill can stop it too.
+        The directory of ``job`` must exist, and the job must have no record yet.  ``container``
+        names a container the command starts (``docker run --name …``) so that a kill can stop
+        it too.
         """
         job = Path(os.path.abspath(job))
         script = job_script(job, cwd, command)  # before a wrapper is taken: nothing to undo if it fails
@@ -457,19 +458,18 @@ class JobRunner:
                     raise OSError(errno.EIO, "the record was written in part")
             finally:
                 os.close(fd)
-        except BaseException as exc:
+        except OSError as exc:
             self._retire(wrapper)  # it reads end of file and exits without running anything
-            if isinstance(exc, OSError):
-                raise CwlbridgeError(f"cannot record the job in {job}: {exc.strerror or exc}") from exc
+            raise CwlbridgeError(f"cannot record the job in {job}: {exc.strerror or exc}") from exc
+        except BaseException:
+            self._retire(wrapper)
             raise
         try:
             view = memoryview(script)
             while view:  # a long command may not fit in the pipe: the wrapper reads as it comes
                 view = view[os.write(wrapper.feed, view) :]
         except OSError as exc:  # the wrapper is gone (killed in between): nothing ran
-            os.close(wrapper.feed)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            self._retire(wrapper)
             raise CwlbridgeError(f"cannot start the job in {job}: {exc.strerror or exc}") from exc
         os.close(wrapper.feed)
         self._add_watch(_Watch(job, pid, wrapper.mark, True, _pidfd(pid)))
@@ -492,16 +492,13 @@ class JobRunner:
     def _take_ready(self, env: Mapping[str, str]) -> _Wrapper | None:
         while self._ready:
             wrapper = self._ready.pop(0)
-            if wrapper.env == env:
-                try:
-                    alive = os.waitpid(wrapper.pid, os.WNOHANG)[0] == 0
-                except ChildProcessError:
-                    alive = False
-                if alive:
-                    return wrapper
-                os.close(wrapper.feed)  # killed by someone while it waited
-            else:
-                self._retire(wrapper)
+            try:  # reaps one killed by someone while it waited
+                waiting = os.waitpid(wrapper.pid, os.WNOHANG)[0] == 0
+            except ChildProcessError:
+                waiting = False
+            if waiting and wrapper.env == env:
+                return wrapper
+            self._retire(wrapper)
         return None
 
     def _spawn(self, env: Mapping[str, str], job: Path | None) -> _Wrapper:
@@ -655,7 +652,7 @@ class JobRunner:
             # A process forked between the scan and the stop is stopped on the next round.
             if scan() - victims:
                 continue
-            _signal_all(victims, signal.SIGKILL, wrappers)
+            _signal_all(victims, signal.SIGKILL)  # all stopped: the order no longer matters
             time.sleep(0.01)
             self._reap_children()
         deadline = time.monotonic() + 5.0

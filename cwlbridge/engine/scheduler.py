@@ -539,8 +539,13 @@ class Scheduler:
             if hint is None:  # ask about everything in flight there
                 nodes = [n for n in in_flight if n.backend == backend_name and n.handle is not None]
             else:
-                nodes = [n for h in hint if (n := self._by_handle.get(h)) is not None and n.backend == backend_name]
-                stale = [h for h in hint if h not in self._by_handle]
+                nodes, stale = [], []
+                for handle in hint:
+                    node = self._by_handle.get(handle)
+                    if node is None:
+                        stale.append(handle)
+                    elif node.backend == backend_name:
+                        nodes.append(node)
                 if stale:  # tasks no longer in flight here: acknowledge, so that ``wait`` does not return at once
                     backend.poll(stale)
             if not nodes:
