@@ -319,6 +319,43 @@ def test_resume_after_a_crash_adopts_running_jobs_and_retry_reruns_failures(tmp_
     assert tasks["001_after"]["state"] == "finished"
 
 
+_DIE_AFTER_SUBMIT = textwrap.dedent(
+    """
+    import os, sys
+    from cwlbridge.backends.local import LocalBackend
+    from cwlbridge.cli import main
+    submit = LocalBackend.submit
+    def submit_then_die(self, spec):
+        submit(self, spec)
+        os._exit(9)  # the backend has the task; its handle and state are not recorded yet
+    LocalBackend.submit = submit_then_die
+    sys.argv = ["cwlbridge", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+def test_a_crash_between_submit_and_its_record_resubmits_the_same_attempt(tmp_path: Path) -> None:
+    chain = _slow_chain(tmp_path, "unused")
+    _write_script(chain / "nap.sh", 'echo "start $PWD" >> "$LEDGER"\necho ok > nap.txt\n')
+    ledger = tmp_path / "ledger"
+    env = _env(LEDGER=str(ledger), NAP_OK="")
+    args = ["run", "slow/chain.cwl", "slow/inputs.yaml", "--outds", "user.jdoe.cs"]
+    died = subprocess.run(
+        [sys.executable, "-c", _DIE_AFTER_SUBMIT, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert died.returncode == 9, died.stdout + died.stderr
+    run = _run_dirs(tmp_path)[-1].name
+    resumed = _cli(["resume", run], tmp_path, env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    tasks = {t["short"]: t for t in _status(tmp_path, env, run)["tasks"]}
+    # The attempt whose key was recorded is submitted again under that key (the backend finds
+    # it), not a second attempt that would run the same work again.
+    assert tasks["000_nap"]["attempt"] == 1 and tasks["000_nap"]["state"] == "finished"
+    assert ledger.read_text().count("start") == 2  # its two jobs, once each
+
+
 # --------------------------------------------------------------------------- REANA
 
 

@@ -322,11 +322,18 @@ class Scheduler:
             # Whether the backend was told that its growing inputs are complete is not
             # recorded; telling it again is harmless.
             node.inputs_open = row.state in IN_FLIGHT
-            self._track(node)
             if row.attempt:
                 attempts = self.state.attempts(row.name)
                 if attempts:
-                    node.key = attempts[-1].key
+                    last = attempts[-1]
+                    node.key = last.key
+                    if row.state == WAITING and last.state == "submitting" and last.handle is None:
+                        # Begun, then the engine died before the submission was recorded: the
+                        # backend may have the task.  The same key again finds it (``_advance``);
+                        # a new attempt would run the same work a second time.
+                        node.state = SUBMITTED
+                        self.state.set_task_state(row.name, SUBMITTED)
+            self._track(node)
             self._dirty.add(row.name)
 
     # -- the main loop ---------------------------------------------------------------------
