@@ -6,8 +6,11 @@ database runs in WAL mode with ``synchronous=NORMAL``: a commit is a write to th
 an fsync, so it survives a crash of cwlbridge (not of the machine), and readers in other
 processes (``cwlbridge status``) see the last committed round while the engine keeps
 writing.  The engine groups its writes per scheduling round with ``transaction()``;
-``begin_attempt`` always commits before it returns, because the idempotency key must be
-durable before the backend's ``submit`` is called.
+``begin_attempt`` always commits the attempt's row before it returns, because the
+idempotency key must be durable before the backend's ``submit`` is called.  Within a round,
+the other writes (state changes, job rows, events) are kept in memory and written together
+when the round ends, so that they cost nothing between one task's end and the next one's
+submission; whatever this process reads, it reads after them.
 
 Every status change (run, task, attempt, job) is also an ``events`` row with its time.
 Nothing secret is stored: the API takes no environment values, tokens or passwords.
@@ -118,6 +121,25 @@ CREATE TABLE kv (
     value TEXT NOT NULL
 );
 """
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (time, task, kind, old, new, message, attempt, job) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_TASK = "UPDATE tasks SET state = ?, message = ?, started = ?, ended = ? WHERE name = ?"
+# An attempt that ended keeps its outcome when the task is taken back for a retry.
+_UPDATE_ATTEMPT_STATE = (
+    "UPDATE attempts SET state = ?, ended = ? WHERE task = ? AND attempt = ?"
+    " AND state NOT IN ('finished', 'failed', 'cancelled', 'skipped')"
+)
+_UPDATE_HANDLE = (
+    "UPDATE attempts SET handle = ?, state = CASE state WHEN 'submitting' THEN 'submitted' ELSE state END"
+    " WHERE task = ? AND attempt = ?"
+)
+_UPSERT_JOB = (
+    "INSERT OR REPLACE INTO jobs (task, attempt, idx, phase, attempts, exit_code, started, ended,"
+    " bytes_in, bytes_out, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class StateError(CwlbridgeError):
@@ -342,6 +364,8 @@ class RunState:
         self._task_rows: dict[str, list[Any]] = {}
         self._handles: dict[tuple[str, int], str | None] = {}
         self._job_rows: dict[tuple[str, int], dict[int, tuple[Any, ...]]] = {}
+        # Writes kept for the end of the batch (see the module): (statement, parameters).
+        self._later: list[tuple[str, tuple[Any, ...]]] = []
         #: Where the times of changes come from; tests set a controlled clock.
         self.clock: Callable[[], float] = time.time
 
@@ -430,8 +454,10 @@ class RunState:
             if self._closed:
                 return
             self._closed = True
-            if self._conn.in_transaction and not self.readonly:
-                self._conn.execute("COMMIT")
+            if not self.readonly:
+                self._flush()
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
             self._conn.close()
 
     def __enter__(self) -> RunState:
@@ -446,8 +472,8 @@ class RunState:
     def transaction(self) -> Iterator[None]:
         """Batch several writes into one commit; on a read-only state, one consistent snapshot.
 
-        Nested use joins the outer batch.  An exception rolls back what the batch wrote since it
-        began, or since the last ``begin_attempt`` in it (which commits on the spot).
+        Nested use joins the outer batch.  An exception rolls back what the batch wrote, except
+        the attempts ``begin_attempt`` committed on the spot.
         """
         with self._lock:
             outer = self._batch.depth == 0
@@ -460,13 +486,47 @@ class RunState:
                 yield
             except BaseException:
                 self._batch.depth -= 1
-                if outer and self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                if outer and (self._conn.in_transaction or self._later):
+                    self._later.clear()
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
                     self._forget()
                 raise
             self._batch.depth -= 1
-            if outer and self._conn.in_transaction:
-                self._conn.execute("COMMIT")
+            if outer:
+                try:
+                    self._flush()
+                except BaseException:
+                    self._later.clear()
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    self._forget()
+                    raise
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+
+    def _later_write(self, statement: str, parameters: tuple[Any, ...]) -> None:
+        """A write for the end of the batch (see the module); the caller is inside ``_write``."""
+        self._later.append((statement, parameters))
+
+    def _flush(self) -> None:
+        """Run the writes kept for later, in order, in the write transaction."""
+        if not self._later:
+            return
+        later, self._later = self._later, []
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN IMMEDIATE")
+        start = 0
+        while start < len(later):
+            statement = later[start][0]
+            end = start + 1
+            while end < len(later) and later[end][0] == statement:
+                end += 1
+            if end - start == 1:
+                self._conn.execute(statement, later[start][1])
+            else:
+                self._conn.executemany(statement, [p for _, p in later[start:end]])
+            start = end
 
     def _forget(self) -> None:
         """Drop what this process remembers of rows (after a rollback it may be wrong)."""
@@ -478,6 +538,7 @@ class RunState:
         """[state, attempt, started, ended] of a task (remembered); ``KeyError`` if unknown."""
         row = self._task_rows.get(name)
         if row is None:
+            self._flush()
             found = self._conn.execute(
                 "SELECT state, attempt, started, ended FROM tasks WHERE name = ?", (name,)
             ).fetchone()
@@ -491,6 +552,7 @@ class RunState:
         key = (name, attempt)
         if key in self._handles:
             return True, self._handles[key]
+        self._flush()
         found = self._conn.execute(
             "SELECT handle FROM attempts WHERE task = ? AND attempt = ?", (name, attempt)
         ).fetchone()
@@ -500,7 +562,8 @@ class RunState:
         return True, found[0]
 
     def _commit_now(self) -> None:
-        """Make everything written so far durable, even inside a caller's batch (which then goes on)."""
+        """Commit what was written so far (not the writes kept for later), even inside a caller's
+        batch, which then goes on."""
         if self._batch.depth > 1 and self._conn.in_transaction:
             self._conn.execute("COMMIT")
 
@@ -527,16 +590,14 @@ class RunState:
         attempt: int | None = None,
         job: int | None = None,
     ) -> None:
-        self._conn.execute(
-            "INSERT INTO events (time, task, kind, old, new, message, attempt, job) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (now, task, kind, old, new, message, attempt, job),
-        )
+        self._later_write(_INSERT_EVENT, (now, task, kind, old, new, message, attempt, job))
 
     # -- the run ---------------------------------------------------------------------------
 
     def info(self, *, with_plan: bool = True) -> RunInfo:
         """The run's record; ``with_plan=False`` skips decoding the (possibly large) plan."""
         with self._lock:
+            self._flush()
             row = self._conn.execute(
                 "SELECT id, chain, inputs, outds, options, status, pid, host, created, started, ended, updated"
                 + (", plan" if with_plan else "")
@@ -559,6 +620,7 @@ class RunState:
             raise ValueError(f"unknown run status {status!r}; expected one of {', '.join(RUN_STATUSES)}")
         now = self.clock()
         with self._write():
+            self._flush()
             old = self._conn.execute("SELECT status FROM runs").fetchone()[0]
             if status == "running":
                 self._conn.execute(
@@ -580,7 +642,7 @@ class RunState:
         if now - self._touched < 1.0:
             return
         self._touched = now
-        self._conn.execute("UPDATE runs SET updated = ?", (now,))
+        self._later_write("UPDATE runs SET updated = ?", (now,))
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -621,12 +683,14 @@ class RunState:
     def tasks(self) -> list[TaskRow]:
         """Every task, in the order they were added."""
         with self._lock:
+            self._flush()
             rows = self._conn.execute(self._TASK_QUERY + " GROUP BY t.seq ORDER BY t.seq").fetchall()
         return [TaskRow(*row) for row in rows]
 
     def task(self, name: str) -> TaskRow:
         """One task by its full name; ``KeyError`` if it was never added."""
         with self._lock:
+            self._flush()
             row = self._conn.execute(self._TASK_QUERY + " WHERE t.name = ? GROUP BY t.seq", (name,)).fetchone()
         if row is None:
             raise KeyError(name)
@@ -651,17 +715,11 @@ class RunState:
                 started = now
             if state in FINAL_TASK_STATES and (old != state or ended is None):
                 ended = now
-            self._conn.execute(
-                "UPDATE tasks SET state = ?, message = ?, started = ?, ended = ? WHERE name = ?",
-                (state, message, started, ended, name),
-            )
+            self._later_write(_UPDATE_TASK, (state, message, started, ended, name))
             row[:] = [state, attempt, started, ended]
             if attempt:
-                # An attempt that ended keeps its outcome when the task is taken back for a retry.
-                self._conn.execute(
-                    "UPDATE attempts SET state = ?, ended = ? WHERE task = ? AND attempt = ?"
-                    " AND state NOT IN ('finished', 'failed', 'cancelled', 'skipped')",
-                    (state, now if state in FINAL_TASK_STATES else None, name, attempt),
+                self._later_write(
+                    _UPDATE_ATTEMPT_STATE, (state, now if state in FINAL_TASK_STATES else None, name, attempt)
                 )
             if old != state:
                 self._event(now, name, "task", old, state, message, attempt or None)
@@ -721,11 +779,7 @@ class RunState:
                 raise KeyError(f"{name} attempt {attempt}")
             if old == handle:
                 return
-            self._conn.execute(
-                "UPDATE attempts SET handle = ?, state = CASE state WHEN 'submitting' THEN 'submitted' ELSE state END"
-                " WHERE task = ? AND attempt = ?",
-                (handle, name, attempt),
-            )
+            self._later_write(_UPDATE_HANDLE, (handle, name, attempt))
             self._handles[(name, attempt)] = handle
             self._event(now, name, "handle", old, handle, "", attempt)
             self._touch(now)
@@ -733,6 +787,7 @@ class RunState:
     def attempts(self, name: str) -> list[AttemptRow]:
         """A task's attempts, oldest first."""
         with self._lock:
+            self._flush()
             rows = self._conn.execute(
                 "SELECT attempt, key, handle, state, started, ended, task FROM attempts WHERE task = ?"
                 " ORDER BY attempt",
@@ -743,6 +798,7 @@ class RunState:
     def attempt_by_key(self, key: str) -> AttemptRow | None:
         """The attempt recorded under an idempotency key, if any."""
         with self._lock:
+            self._flush()
             row = self._conn.execute(
                 "SELECT attempt, key, handle, state, started, ended, task FROM attempts WHERE key = ?", (key,)
             ).fetchone()
@@ -751,6 +807,7 @@ class RunState:
     def all_attempts(self) -> list[AttemptRow]:
         """Every attempt of every task (one query, for reports)."""
         with self._lock:
+            self._flush()
             rows = self._conn.execute(
                 "SELECT attempt, key, handle, state, started, ended, task FROM attempts ORDER BY task, attempt"
             ).fetchall()
@@ -771,6 +828,7 @@ class RunState:
                 raise KeyError(f"{name} attempt {attempt}")
             known = self._job_rows.get((name, attempt))
             if known is None:
+                self._flush()
                 known = self._job_rows[(name, attempt)] = {
                     row[0]: tuple(row[1:])
                     for row in self._conn.execute(
@@ -779,7 +837,7 @@ class RunState:
                         (name, attempt),
                     )
                 }
-            changed: list[tuple[Any, ...]] = []
+            changed = False
             for job in jobs:
                 values = (
                     str(job.phase), int(job.attempts), job.exit_code, job.started, job.ended,
@@ -788,18 +846,14 @@ class RunState:
                 before = known.get(job.index)
                 if before == values:
                     continue
-                changed.append((name, attempt, job.index, *values, now))
+                self._later_write(_UPSERT_JOB, (name, attempt, job.index, *values, now))
+                changed = True
                 known[job.index] = values
                 old_phase = None if before is None else before[0]
                 if old_phase != values[0]:
                     message = "" if job.exit_code is None else f"exit code {job.exit_code}"
                     self._event(now, name, "job", old_phase, values[0], message, attempt, job.index)
             if changed:
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO jobs (task, attempt, idx, phase, attempts, exit_code, started, ended,"
-                    " bytes_in, bytes_out, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    changed,
-                )
                 self._touch(now)
 
     _JOB_COLUMNS = "task, attempt, idx, phase, attempts, exit_code, started, ended, bytes_in, bytes_out"
@@ -807,6 +861,7 @@ class RunState:
     def jobs(self, name: str, attempt: int | None = None) -> list[JobRow]:
         """A task's jobs by index, of its latest attempt unless ``attempt`` is given."""
         with self._lock:
+            self._flush()
             if attempt is None:
                 found = self._conn.execute("SELECT attempt FROM tasks WHERE name = ?", (name,)).fetchone()
                 if found is None:
@@ -821,6 +876,7 @@ class RunState:
     def all_jobs(self) -> list[JobRow]:
         """Every job of every attempt of every task (one query, for reports)."""
         with self._lock:
+            self._flush()
             rows = self._conn.execute(
                 f"SELECT {self._JOB_COLUMNS} FROM jobs ORDER BY task, attempt, idx"
             ).fetchall()
@@ -832,6 +888,7 @@ class RunState:
         """Status changes in the order they happened, of one task or of the whole run."""
         columns = "time, task, kind, old, new, message, attempt, job"
         with self._lock:
+            self._flush()
             if task is None:
                 rows = self._conn.execute(f"SELECT {columns} FROM events ORDER BY id").fetchall()
             else:
@@ -849,6 +906,7 @@ class RunState:
     def get_value(self, key: str, default: Any = None) -> Any:
         """A value stored with ``set_value``, or ``default``."""
         with self._lock:
+            self._flush()
             row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
