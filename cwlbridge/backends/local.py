@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -413,7 +414,7 @@ class LocalBackend(Backend):
             raise CwlbridgeError(f"step {task.step!r} ({task.name}) has no opt_exec: nothing to run")
         try:
             options = parse_prun_args(task.args or "")
-            rules = split_rules(options.namespace)  # prun's own refusals, before anything is created
+            rules = _split_rules_of(task.args or "")  # prun's own refusals, before anything is created
         except PrunOptionError as err:
             raise CwlbridgeError(f"step {task.step!r}: opt_args: prun rejects it: {err}") from None
         except SplitError as err:
@@ -450,7 +451,7 @@ class LocalBackend(Backend):
         return run
 
     def _rules(self, run: _TaskRun) -> SplitRules:
-        rules = split_rules(parse_prun_args(run.args).namespace)
+        rules = _split_rules_of(run.args)
         if rules.n_events_per_job is not None and rules.n_events_per_file is None and run.in_ds:
             self._say_once(
                 "events-per-file",
@@ -521,7 +522,7 @@ class LocalBackend(Backend):
         listing = self._list(dataset)
         new = [InputFile(dataset, f.name, f.size) for f in listing if f.name not in split.seen]
         split.seen.update(f.name for f in new)
-        kept = select_files(new, dataclasses.replace(rules, n_skip_files=0, n_files=None))
+        kept = select_files(new, _unlimited(rules))
         skip = max(0, rules.n_skip_files - split.skipped)
         split.skipped += min(skip, len(kept))
         kept = kept[skip:]
@@ -939,6 +940,19 @@ class LocalBackend(Backend):
 
 class _MissingOutput(Exception):
     pass
+
+
+@functools.lru_cache(maxsize=256)
+def _split_rules_of(args: str) -> SplitRules:
+    """prun's split rules for an ``opt_args`` text (worked out once per text: every task of a
+    chain's step, and every cut of a growing input, has the same)."""
+    return split_rules(parse_prun_args(args).namespace)
+
+
+@functools.lru_cache(maxsize=256)
+def _unlimited(rules: SplitRules) -> SplitRules:
+    """``rules`` without the skip and the limit, which ``_accept`` applies over all cuts."""
+    return dataclasses.replace(rules, n_skip_files=0, n_files=None)
 
 
 def _output_files(output: OutputFile, work: Path) -> list[Path]:
