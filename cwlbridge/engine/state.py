@@ -730,7 +730,10 @@ class RunState:
     def begin_attempt(self, name: str, attempt: int, key: str) -> None:
         """Record an attempt and its idempotency key, and commit, before the backend's submit.
 
-        Inside a ``transaction()`` the batch so far is committed too and the batch goes on.
+        Inside a ``transaction()`` what the batch executed so far is committed with it (its state
+        changes and events wait for the batch's end, see the module) and the batch goes on.  A
+        task whose attempt is begun but whose state still says "waiting" is one whose
+        submission may or may not have happened: the scheduler submits it again under this key.
         Beginning the same attempt again with the same key (a resume) changes nothing; another
         key for a recorded attempt, or a key used by another attempt, is a ``StateError``.
         """
