@@ -12,6 +12,7 @@ import textwrap
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -262,6 +263,30 @@ def test_fetch_replaces_a_stale_file_in_the_destination(tmp_path: Path, store: L
     [path] = store.fetch(DS, tmp_path / "out")
 
     assert path == stale and path.read_bytes() == b"current"
+
+
+def test_a_created_dataset_is_not_read_again_until_someone_writes_it(
+    tmp_path: Path, store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    import cwlbridge.data.datasets as datasets_module
+
+    opened: list[str] = []
+
+    def spy(path: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets_module, "open", spy, raising=False)
+    store.create(DS)
+    assert store.list(DS) == [] and opened == []  # known empty since create: not read
+    other = LocalStore(store.root)  # another process adds between two looks of this one
+    other.add(DS, [("one", _write(tmp_path / "one", b"1"))])
+    opened.clear()
+    assert [f.name for f in store.list(DS)] == ["one"] and len(opened) == 1  # changed: read again
+    store.create(DS)  # not empty any more: what is known of it stays
+    assert [f.name for f in store.list(DS)] == ["one"]
 
 
 def test_create_makes_an_empty_dataset_idempotently(store: LocalStore) -> None:

@@ -391,9 +391,15 @@ class LocalStore(DatasetStore):
             except FileNotFoundError:
                 os.makedirs(directory, exist_ok=True)
                 fd = os.open(meta_path, os.O_WRONLY | os.O_CREAT, 0o666)
-            os.close(fd)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise CwlbridgeError(f"cannot write {key} in {self.root_description()}: {exc.strerror or exc}") from exc
+        if st.st_size == 0 and directory not in self._meta:
+            # Known to be empty: the first add (a job's end, often) need not read it.
+            self._meta[directory] = _MetaRead(st.st_ino, 0, st.st_mtime_ns, 0, {})
 
     def _entries(self, dataset: str) -> tuple[str, str, dict[str, dict[str, Any]]]:
         key = dataset_key(dataset)
