@@ -486,24 +486,26 @@ class RunState:
                 yield
             except BaseException:
                 self._batch.depth -= 1
-                if outer and (self._conn.in_transaction or self._later):
-                    self._later.clear()
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    self._forget()
+                if outer:
+                    self._abandon()
                 raise
             self._batch.depth -= 1
             if outer:
                 try:
                     self._flush()
                 except BaseException:
-                    self._later.clear()
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    self._forget()
+                    self._abandon()
                     raise
                 if self._conn.in_transaction:
                     self._conn.execute("COMMIT")
+
+    def _abandon(self) -> None:
+        """Drop the batch: the writes kept for later, and what was executed since the last commit."""
+        if self._conn.in_transaction or self._later:
+            self._later.clear()
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._forget()
 
     def _later_write(self, statement: str, parameters: tuple[Any, ...]) -> None:
         """A write for the end of the batch (see the module); the caller is inside ``_write``."""
