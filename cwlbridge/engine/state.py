@@ -19,7 +19,9 @@ Nothing secret is stored: the API takes no environment values, tokens or passwor
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import operator
 import os
 import socket
 import sqlite3
@@ -518,17 +520,8 @@ class RunState:
         later, self._later = self._later, []
         if not self._conn.in_transaction:
             self._conn.execute("BEGIN IMMEDIATE")
-        start = 0
-        while start < len(later):
-            statement = later[start][0]
-            end = start + 1
-            while end < len(later) and later[end][0] == statement:
-                end += 1
-            if end - start == 1:
-                self._conn.execute(statement, later[start][1])
-            else:
-                self._conn.executemany(statement, [p for _, p in later[start:end]])
-            start = end
+        for statement, run in itertools.groupby(later, key=operator.itemgetter(0)):
+            self._conn.executemany(statement, [parameters for _, parameters in run])
 
     def _forget(self) -> None:
         """Drop what this process remembers of rows (after a rollback it may be wrong)."""
