@@ -125,6 +125,7 @@ def test_the_command_runs_as_sh_c_would_run_it(tmp_path: Path, runner: JobRunner
         "exec": ("exec sh -c 'echo replaced; exit 6'", 6, "replaced\n"),
         "syntax": ("if then fi", 2, ""),
         "empty": ("", 0, ""),
+        "trap": ("trap 'echo cleaned up' EXIT; echo work; exit 4", 4, "work\ncleaned up\n"),
     }
     for name, (command, _, _) in cases.items():
         (tmp_path / name).mkdir()
@@ -137,6 +138,20 @@ def test_the_command_runs_as_sh_c_would_run_it(tmp_path: Path, runner: JobRunner
     for name, (_, code, out) in cases.items():
         got = (observe(tmp_path / name).exit_code, Path(stdout_path(tmp_path / name)).read_text())
         assert got == (code, out), name
+
+
+def test_a_job_runs_with_default_signal_handling(tmp_path: Path, runner: JobRunner) -> None:
+    """As under PanDA's pilot: nothing the launcher ignores (Python ignores SIGPIPE) is ignored
+    in the job, so a closed pipe ends its writer quietly and Ctrl-C-style signals work."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    runner.launch(job_dir, "yes | head -1; grep '^SigIgn:' /proc/self/status", cwd=tmp_path, env=os.environ)
+    _wait_for(runner, job_dir)
+    first, ignored = Path(stdout_path(job_dir)).read_text().splitlines()
+    assert first == "y" and Path(stderr_path(job_dir)).read_text() == ""
+    mask = int(ignored.split()[1], 16)
+    for number in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
+        assert not mask & (1 << (number - 1)), signal.Signals(number).name
 
 
 def test_exit_by_signal_and_a_failing_cd_still_give_an_exit_code(tmp_path: Path, runner: JobRunner) -> None:

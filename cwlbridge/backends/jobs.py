@@ -77,6 +77,9 @@ MAX_COMMAND_BYTES = 120 * 1024
 NOT_STARTED_EXIT = 111
 
 _SH = "/bin/sh"
+#: Signals Python ignores that a job must not inherit ignored (``subprocess`` restores them
+#: too): with SIGPIPE ignored, ``yes | head`` would print "Broken pipe" errors.
+_DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name))
 # Runs what the pipe on stdin says (``job_script``); an empty pipe runs nothing.
 _WRAPPER = f". /dev/stdin\nexit {NOT_STARTED_EXIT}\n"
 
@@ -518,6 +521,7 @@ class JobRunner:
                     (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
                 ],
                 setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
             )
         except OSError as exc:
             os.close(feed_w)
