@@ -31,3 +31,25 @@ def append_line(path: Path | str, line: bytes) -> None:
         os.write(fd, line)
     finally:
         os.close(fd)
+
+
+def open_empty(path: Path | str, flags: int = os.O_WRONLY, mode: int = 0o666) -> int:
+    """Open ``path`` for writing as an empty file, created if missing: ``O_TRUNC``, cheaper.
+
+    On ext4, ``O_TRUNC`` on an existing file costs several times a file creation even when
+    the file is empty, so an empty file made ahead of time is opened as it is and only a
+    non-empty one is cut.
+    """
+    fd = os.open(path, flags | os.O_CREAT, mode)
+    try:
+        if os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def empty_file(path: Path | str) -> None:
+    """Make ``path`` an empty file (see ``open_empty``)."""
+    os.close(open_empty(path))

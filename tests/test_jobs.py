@@ -117,6 +117,23 @@ def test_a_job_runs_in_its_directory_with_outputs_and_exit_code(tmp_path: Path, 
     assert runner.running == 0
 
 
+def test_a_job_starts_with_empty_files_whatever_was_left_under_its_name(tmp_path: Path, runner: JobRunner) -> None:
+    """Files made ahead (empty) are used as they are; anything else there is emptied first."""
+    job_dir, work = tmp_path / "job", tmp_path / "work"
+    job_dir.mkdir()
+    work.mkdir()
+    Path(log_path(job_dir)).write_text('{"pid": 12, "pg')  # a launcher killed mid-record
+    Path(stdout_path(job_dir)).write_text("stale output, much longer than what the job prints\n")
+    Path(stderr_path(job_dir)).write_text("")
+    assert observe(job_dir).state == "absent"
+    record = runner.launch(job_dir, "echo new; echo err >&2", cwd=work, env=dict(os.environ))
+    _wait_for(runner, job_dir)
+    assert Path(stdout_path(job_dir)).read_text() == "new\n"
+    assert Path(stderr_path(job_dir)).read_text() == "err\n"
+    first, second = Path(log_path(job_dir)).read_text().splitlines()
+    assert json.loads(first)["pid"] == record.pid and json.loads(second) == {"exit": 0}
+
+
 def test_the_command_runs_as_sh_c_would_run_it(tmp_path: Path, runner: JobRunner) -> None:
     """No positional parameters, `exit` ends the command only, syntax errors give exit code 2."""
     cases = {

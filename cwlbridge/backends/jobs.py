@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cwlbridge.errors import CwlbridgeError
-from cwlbridge.osutil import append_line, pid_alive
+from cwlbridge.osutil import append_line, open_empty, pid_alive
 
 #: Environment variable holding the job tokens of every process of a job (":"-separated).
 MARK_ENV = "CWLBRIDGE_JOB_MARK"
@@ -95,7 +95,9 @@ def job_script(job: Path | str, cwd: Path | str, command: str) -> bytes:
         "if :; then\n"
         f"__cwlb_job={quote(str(job))} __cwlb_cmd={quote(command)}\n"
         f"cd {quote(str(cwd))} || {{ printf '{{\"exit\":127}}\\n' >>\"$__cwlb_job{LOG_SUFFIX}\"; exit 0; }}\n"
-        f'( eval "$__cwlb_cmd" ) </dev/null >"$__cwlb_job{STDOUT_SUFFIX}" 2>"$__cwlb_job{STDERR_SUFFIX}"\n'
+        # <> rather than >: no O_TRUNC, which costs more than the file (see osutil.open_empty);
+        # ``launch`` empties them first if they are not empty.
+        f'( eval "$__cwlb_cmd" ) </dev/null 1<>"$__cwlb_job{STDOUT_SUFFIX}" 2<>"$__cwlb_job{STDERR_SUFFIX}"\n'
         f"printf '{{\"exit\":%d}}\\n' \"$?\" >>\"$__cwlb_job{LOG_SUFFIX}\"\n"
         "exit 0\n"
         "fi\n"
@@ -455,7 +457,7 @@ class JobRunner:
         try:
             # Truncated: what a launcher killed before sending the script left is not a record.
             line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode("utf-8")
-            fd = os.open(log_path(job), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+            fd = open_empty(log_path(job), os.O_WRONLY | os.O_APPEND)
             try:
                 if os.write(fd, line) != len(line):
                     raise OSError(errno.EIO, "the record was written in part")
@@ -468,6 +470,10 @@ class JobRunner:
             self._retire(wrapper)
             raise
         try:
+            for path in (stdout_path(job), stderr_path(job)):  # the script does not truncate them
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_size:
+                        os.truncate(path, 0)
             view = memoryview(script)
             while view:  # a long command may not fit in the pipe: the wrapper reads as it comes
                 view = view[os.write(wrapper.feed, view) :]
