@@ -22,7 +22,7 @@ from cwlbridge.backends.base import FINAL_PHASES, TaskSpec, TaskStatus
 from cwlbridge.backends.containers import container_command, find_container_engine
 from cwlbridge.backends.jobs import JobRecord, observe
 from cwlbridge.backends.local import LocalBackend, output_file_name
-from cwlbridge.backends.sandbox import SANDBOX_MAX_BYTES
+from cwlbridge.backends.sandbox import SANDBOX_MAX_BYTES, Sandbox
 from cwlbridge.backends.splitting import (
     InputFile,
     chunk_files,
@@ -518,6 +518,26 @@ def test_cwl_files_are_shared_read_only_and_the_rest_copied(
         assert [m for m in said if "changed the shared" in m] == [
             f"a job of {_task(command, '').name} or earlier changed the shared sandbox file chain.cwl; written again"
         ] * 2
+
+
+def test_a_second_sandbox_copy_replaces_the_first_never_writing_through_links(tmp_path: Path, sandbox: Path) -> None:
+    """What a resumed run finds in a job directory made before a crash is replaced, not written into."""
+    copy, shared, work = Sandbox.scan(sandbox), tmp_path / "shared", tmp_path / "work"
+    work.mkdir()
+    assert copy.copy_into(work, shared) == []
+    (kept,) = shared.iterdir()
+    other = tmp_path / "someone-elses.txt"
+    other.write_text("not yours\n")
+    other.chmod(0o444)
+    (work / "show.sh").unlink()
+    os.link(other, work / "show.sh")
+    (work / "chain.cwl").unlink()
+    (work / "chain.cwl").write_text("stale\n")
+    assert copy.copy_into(work, shared) == []
+    assert os.path.samefile(work / "chain.cwl", kept)
+    assert (work / "show.sh").read_text() == (sandbox / "show.sh").read_text()
+    assert other.read_text() == "not yours\n"
+    assert kept.read_text() == (sandbox / "chain.cwl").read_text()
 
 
 def test_the_sandbox_is_read_once_as_pchain_uploads_it_once(store: LocalStore, tmp_path: Path, sandbox: Path) -> None:

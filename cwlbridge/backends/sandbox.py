@@ -101,6 +101,7 @@ class Sandbox:
     def copy_into(self, work: Path, shared: Path | None = None) -> list[str]:
         """Put the files into ``work``: copies (a job may change its own files), except that
         ``*.cwl`` files are hard links to read-only copies in ``shared`` when it is given.
+        Files already in ``work`` (an earlier copy) are replaced, never written through.
 
         Returns the shared files that had to be written again because a job changed them.
         """
@@ -114,7 +115,7 @@ class Sandbox:
                 source = self._shared_copy(rel, mode, shared, rewritten)
                 if source is not None:
                     try:
-                        os.link(source, target_path)
+                        _link_over(source, target_path)
                         continue
                     except OSError:
                         self._shared[rel] = None  # e.g. another file system, or too many links: copy
@@ -126,8 +127,14 @@ class Sandbox:
                 except FileNotFoundError:
                     continue  # removed from the chain's directory since it was listed
             try:
-                # Created with the source's mode (less the umask), so no chmod is needed.
-                target = os.open(target_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode | 0o200)
+                # Created with the source's mode (less the umask), so no chmod is needed.  A new
+                # file: one left by an earlier copy may be a link to a shared read-only copy.
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                try:
+                    target = os.open(target_path, flags, mode | 0o200)
+                except FileExistsError:
+                    os.unlink(target_path)
+                    target = os.open(target_path, flags, mode | 0o200)
                 try:
                     if data is not None:
                         _write_all(target, data)
@@ -175,6 +182,17 @@ class Sandbox:
             return None
         self._shared[rel] = (path, st.st_size, st.st_mtime_ns)
         return path
+
+
+def _link_over(source: str, target: str) -> None:
+    """Hard-link ``source`` at ``target``, replacing another file there."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        if os.path.samestat(os.stat(source), os.lstat(target)):
+            return
+        os.unlink(target)
+        os.link(source, target)
 
 
 def _holds(path: str, data: bytes) -> bool:
