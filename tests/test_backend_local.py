@@ -520,6 +520,58 @@ def test_cwl_files_are_shared_read_only_and_the_rest_copied(
         ] * 2
 
 
+def test_an_expected_task_is_made_ahead_while_jobs_run_and_then_runs_as_usual(
+    store: LocalStore, tmp_path: Path, sandbox: Path, said: list[str]
+) -> None:
+    """The child's directories, sandbox copy and empty job files are made while the parent runs.
+
+    The parent changes the shared chain.cwl after that (a job may chmod its own files): the
+    child still starts with the chain as it was.
+    """
+    shared, release = tmp_path / "shared", tmp_path / "release"
+    backend = LocalBackend(store, jobs=1, containers="never", say=said.append, shared=shared)
+    parent = _task(
+        f"while [ ! -e {release} ]; do sleep 0.02; done; chmod u+w chain.cwl; echo edit >> chain.cwl",
+        "",
+        name="user.jdoe.test_000_parent",
+    )
+    child = _task("cat chain.cwl; cat conf/settings.txt; ls -A", "", name="user.jdoe.test_001_child")
+    child_spec = _spec(child, tmp_path, sandbox, number=2)
+    workdir = child_spec.workdir
+    try:
+        handle = backend.submit(_spec(parent, tmp_path, sandbox))
+        backend.expect(child, workdir, sandbox)
+        assert backend.poll([handle])[handle].phase == "running"
+        backend.wait(0.05)  # the parent's job runs: time to make the child ahead
+        job = workdir / "000001.1"
+        assert sorted(p.name for p in workdir.iterdir()) == [
+            ".task.json.tmp",
+            "000001.1",
+            "000001.1.jsonl",
+            "000001.1.stderr",
+            "000001.1.stdout",
+        ]
+        assert sorted(p.name for p in job.iterdir()) == ["chain.cwl", "conf", "show.sh"]
+        assert all(p.stat().st_size == 0 for p in workdir.iterdir() if p.is_file())
+        assert observe(job).state == "absent"  # an empty log is no record: nothing ran
+        release.touch()
+        assert _run(backend, handle).phase == "finished"
+        (kept,) = shared.iterdir()
+        original = (sandbox / "chain.cwl").read_text()
+        assert kept.read_text() == original + "edit\n"  # the parent wrote to the shared copy
+        child_handle = backend.submit(child_spec)
+        assert child_handle == str(workdir)
+        assert _run(backend, child_handle).phase == "finished"
+    finally:
+        backend.close()
+    assert _stdouts(child_handle) == [original + "alpha=1\nchain.cwl\nconf\nshow.sh\n"]
+    assert (workdir / "000001.1.stderr").read_text() == ""
+    assert not (workdir / ".task.json.tmp").exists() and (workdir / "task.json").is_file()
+    assert [m for m in said if "changed the shared" in m] == [
+        "a job of user.jdoe.test_001_child or earlier changed the shared sandbox file chain.cwl; written again"
+    ]
+
+
 def test_a_second_sandbox_copy_replaces_the_first_never_writing_through_links(tmp_path: Path, sandbox: Path) -> None:
     """What a resumed run finds in a job directory made before a crash is replaced, not written into."""
     copy, shared, work = Sandbox.scan(sandbox), tmp_path / "shared", tmp_path / "work"
@@ -538,6 +590,30 @@ def test_a_second_sandbox_copy_replaces_the_first_never_writing_through_links(tm
     assert (work / "show.sh").read_text() == (sandbox / "show.sh").read_text()
     assert other.read_text() == "not yours\n"
     assert kept.read_text() == (sandbox / "chain.cwl").read_text()
+
+
+def test_tasks_made_ahead_but_never_submitted_leave_nothing_behind(
+    store: LocalStore, tmp_path: Path, sandbox: Path
+) -> None:
+    backend = LocalBackend(store, jobs=2, containers="never", say=lambda m: None)
+    release = tmp_path / "release"
+    task = _task(f"while [ ! -e {release} ]; do sleep 0.02; done", "")
+    skipped = [_task("echo never", "", name=f"user.jdoe.test_00{n}_skipped") for n in (1, 2, 3)]
+    specs = [_spec(t, tmp_path, sandbox, number=n + 2) for n, t in enumerate(skipped)]
+    try:
+        handle = backend.submit(_spec(task, tmp_path, sandbox))
+        for spec in specs:
+            backend.expect(spec.task, spec.workdir, sandbox)
+        assert backend.poll([handle])[handle].phase == "running"
+        backend.wait(0.05)
+        made = [s.workdir for s in specs if s.workdir.exists()]
+        assert made == [s.workdir for s in specs[:2]]  # as many tasks ahead as jobs may run at once
+        release.touch()
+        assert _run(backend, handle).phase == "finished"
+    finally:
+        backend.close()
+    assert not any(s.workdir.exists() for s in specs)
+    assert Path(handle, "task.json").is_file()
 
 
 def test_the_sandbox_is_read_once_as_pchain_uploads_it_once(store: LocalStore, tmp_path: Path, sandbox: Path) -> None:

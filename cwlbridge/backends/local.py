@@ -23,6 +23,17 @@ stopped: it adopts running jobs, starts those not started, and never reruns an a
 that has an exit code.  Files and directories are few on purpose: creating them is the
 dearest part of starting a job on a disk-backed file system, so what the backend learns
 about a job is appended to the job's log rather than written to files of its own.
+
+The files that do have to be created are made early where possible.  While jobs run and
+the backend would only wait, it makes ahead what the next jobs in its queue need (the job's
+directory with the sandbox copied in, and its empty log, stdout and stderr), and then the
+same for the tasks the scheduler says may come next (``expect``: a submitted task's
+children), with the task's directory and an empty ``task.json`` temporary name: a few jobs
+and tasks ahead, one at a time, and never while a job's end waits to be handled.  When the
+job starts, only contents remain to be written.  An empty log is no record (the job counts
+as never started), so a directory made ahead is also what a crash before the job's start
+would have left.  What was made for jobs or tasks that never started (cancelled, skipped)
+is removed by ``close``.
 """
 
 from __future__ import annotations
@@ -31,10 +42,12 @@ import contextlib
 import dataclasses
 import functools
 import glob
+import itertools
 import json
 import os
 import re
 import shlex
+import shutil
 import sys
 import tarfile
 import time
@@ -45,7 +58,17 @@ from typing import Any
 
 from cwlbridge.backends.base import Backend, JobInfo, Phase, TaskSpec, TaskStatus
 from cwlbridge.backends.containers import PAYLOAD_SUFFIX, container_command, find_container_engine
-from cwlbridge.backends.jobs import MARK_ENV, JobRunner, JobState, append_note, job_mark, observe, stderr_path
+from cwlbridge.backends.jobs import (
+    MARK_ENV,
+    JobRunner,
+    JobState,
+    append_note,
+    job_mark,
+    log_path,
+    observe,
+    stderr_path,
+    stdout_path,
+)
 from cwlbridge.backends.sandbox import SANDBOX_MANY_FILES, Sandbox
 from cwlbridge.backends.splitting import (
     InputFile,
@@ -64,6 +87,7 @@ from cwlbridge.data.datasets import DatasetStore, LocalStore, RucioStore
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Task
 from cwlbridge.model.prunopts import OutputSpec, PrunOptionError, parse_prun_args
+from cwlbridge.osutil import empty_file, open_empty
 
 CONTAINER_CHOICES: tuple[str, ...] = ("never", "auto", "docker", "apptainer")
 
@@ -72,6 +96,8 @@ CLOSED_FILE = "inputs-closed"
 CANCELLED_FILE = "cancelled"
 #: The layout of a task attempt's directory; 2: job files beside the job's working directory.
 _FORMAT = 2
+#: How long something made ahead holds its place in the budget (see ``_make_next_ahead``).
+_AHEAD_HOLD = 5.0
 _UNSUPPORTED = {"phpo": "PanDA's HPO service", "gitlab": "PanDA's GitLab CI service"}
 
 
@@ -283,12 +309,21 @@ class LocalBackend(Backend):
         self._engine: tuple[str | None, str] | None = None
         self._base_env = self._job_environment()
         self._last_env: dict[str, str] | None = None  # of the last job started
+        # Made ahead (see the module): tasks expected, by work directory, with their sandbox;
+        # task and job directories made (monotonic time), not used yet; job directories whose
+        # sandbox is in place.
+        self._expected: dict[str, tuple[str, Path]] = {}
+        self._made_tasks: dict[str, float] = {}
+        self._made_jobs: dict[str, float] = {}
+        self._sandboxed: set[str] = set()
 
     # -- the contract -------------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec) -> str:
         workdir = Path(os.path.abspath(spec.workdir))
         handle = str(workdir)
+        self._expected.pop(handle, None)
+        made = self._made_tasks.pop(handle, None) is not None
         if handle in self._runs or (workdir / TASK_FILE).is_file():
             found = self._load(handle)
             if found is None:
@@ -301,7 +336,8 @@ class LocalBackend(Backend):
             self._create_outputs(found)
             return handle
         run = self._plan(spec, workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
+        if not made:
+            workdir.mkdir(parents=True, exist_ok=True)
         run.save()
         self._adopt_run(run, fresh=True)
         self._pump()
@@ -370,6 +406,10 @@ class LocalBackend(Backend):
             self._extend(run)
             self._launch()
 
+    def expect(self, task: Task, workdir: Path, sandbox: Path) -> None:
+        if task.type in ("prun", "junction", "reana") and task.exec:
+            self._expected.setdefault(os.path.abspath(workdir), (task.name, sandbox))
+
     def changed(self) -> list[str]:
         """Handles of tasks that changed since poll last reported them: the scheduler polls
         only these, so a round costs the same with 1000 tasks in flight as with one."""
@@ -389,7 +429,10 @@ class LocalBackend(Backend):
             # Idle until a job ends: a shell for the next one, waiting for its script, so that
             # its start does not wait for a shell to start.
             self._runner.prepare(self._last_env, min(self.jobs, 2))
-        self._finish_ended(self._runner.wait(timeout))
+        ended: list[Path] = []
+        while not ended and self._running and self._make_next_ahead():
+            ended = self._runner.wait(0)  # a job that ended meanwhile comes first
+        self._finish_ended(ended or self._runner.wait(timeout))
         self._launch()
 
     def close(self) -> None:
@@ -397,6 +440,62 @@ class LocalBackend(Backend):
         self._running.clear()
         self._queue.clear()
         self._runs.clear()
+        self._expected.clear()
+        # What was made ahead and never used: jobs of a cancelled task, tasks never submitted.
+        for job in sorted(self._made_jobs):
+            with contextlib.suppress(OSError):
+                if os.stat(log_path(job)).st_size == 0:
+                    for path in (log_path(job), stdout_path(job), stderr_path(job)):
+                        os.unlink(path)
+                    shutil.rmtree(job, ignore_errors=True)
+        for workdir in sorted(self._made_tasks):
+            if not os.path.exists(os.path.join(workdir, TASK_FILE)):
+                shutil.rmtree(workdir, ignore_errors=True)
+        self._made_tasks.clear()
+        self._made_jobs.clear()
+        self._sandboxed.clear()
+
+    def _make_next_ahead(self) -> bool:
+        """Make what the next job to start, or else the next expected task, needs created
+        (see the module); False when there is nothing (more) to make now.
+
+        At most twice ``jobs`` job directories and ``jobs`` tasks made in the last
+        ``_AHEAD_HOLD`` seconds wait for use: what a skipped task never used stops counting.
+        """
+        now = time.monotonic()
+        if _recent(self._made_jobs, now) >= 2 * self.jobs:
+            return False
+        for run, job in itertools.islice(self._queue, self.jobs):
+            if job.phase == "pending" and not (job.attempts or job.reuse_attempt or run.previous or run.cancelled):
+                work = os.path.join(run.workdir, _job_dir_name(job.index, 1))
+                if work not in self._made_jobs:
+                    self._make_job_ahead(run.sandbox, run.name, work, now)
+                    return True
+        while self._expected and _recent(self._made_tasks, now) < self.jobs:
+            workdir = next(iter(self._expected))
+            name, root = self._expected.pop(workdir)
+            try:
+                os.makedirs(workdir)
+            except OSError:
+                continue  # made before (a resumed run) or not makeable: submit sees to it
+            self._made_tasks[workdir] = now
+            with contextlib.suppress(OSError):
+                empty_file(_tmp_name(os.path.join(workdir, TASK_FILE)))
+            self._make_job_ahead(root, name, os.path.join(workdir, _job_dir_name(0, 1)), now)
+            return True
+        return False
+
+    def _make_job_ahead(self, root: Path, name: str, job: str, now: float) -> None:
+        """A job's directory with the sandbox in it and its empty files, before it starts."""
+        self._made_jobs[job] = now
+        try:
+            os.mkdir(job)
+            self._copy_sandbox(self._sandbox(root), Path(job), name)
+            for path in (log_path(job), stdout_path(job), stderr_path(job)):
+                empty_file(path)
+        except (CwlbridgeError, OSError):
+            return  # what is missing is made when the job starts
+        self._sandboxed.add(job)
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -680,7 +779,7 @@ class LocalBackend(Backend):
         self._queue = waiting
 
     def _attempt_dir(self, run: _TaskRun, job: _Job) -> Path:
-        return run.workdir / f"{job.index + 1:06d}.{job.attempts}"
+        return run.workdir / _job_dir_name(job.index, job.attempts)
 
     def _start(self, run: _TaskRun, job: _Job) -> None:
         self._changed.add(run.handle)
@@ -696,11 +795,18 @@ class LocalBackend(Backend):
         work = self._attempt_dir(run, job)  # the job's working directory, and its name for the runner
         job.started, job.ended, job.exit_code = time.time(), None, None
         try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(work)
             sandbox = self._sandbox(run.sandbox)
-            for rel in sandbox.copy_into(work, self.shared):
-                self.say(f"a job of {run.name} or earlier changed the shared sandbox file {rel}; written again")
+            made = str(work)
+            self._made_jobs.pop(made, None)
+            if made in self._sandboxed:  # made ahead: only a shared copy changed since needs a new link
+                self._sandboxed.discard(made)
+                copy = not sandbox.links_current(work)
+            else:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(work)
+                copy = True
+            if copy:
+                self._copy_sandbox(sandbox, work, run.name)
             self._stage(job, work, sandbox)
             self._write_input_lists(run, job, work)
             command, container = self._command(run, job, work)
@@ -892,6 +998,10 @@ class LocalBackend(Backend):
         env["PATH"] = os.pathsep.join([".", *entries])
         return env
 
+    def _copy_sandbox(self, sandbox: Sandbox, work: Path, task: str) -> None:
+        for rel in sandbox.copy_into(work, self.shared):
+            self.say(f"a job of {task} or earlier changed the shared sandbox file {rel}; written again")
+
     def _sandbox(self, directory: Path) -> Sandbox:
         sandbox = self._sandboxes.get(directory)
         if sandbox is None:
@@ -1002,9 +1112,28 @@ def _failure(notes: Sequence[Mapping[str, Any]]) -> str | None:
     return next((str(n["failure"]) for n in notes if "failure" in n), None)
 
 
+def _recent(made: dict[str, float], now: float) -> int:
+    """How many of ``made`` (in the order made) were made less than ``_AHEAD_HOLD`` s ago."""
+    count = 0
+    for when in reversed(made.values()):
+        if now - when >= _AHEAD_HOLD:
+            break
+        count += 1
+    return count
+
+
+def _job_dir_name(index: int, attempt: int) -> str:
+    """The working directory of a job attempt (and its name for the runner), in its task's."""
+    return f"{index + 1:06d}.{attempt}"
+
+
+def _tmp_name(path: Path | str) -> str:
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+
+
 def _write_json(path: Path, data: object) -> None:
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    tmp = _tmp_name(path)
+    fd = open_empty(tmp)  # made ahead, often
     try:
         view = memoryview(json.dumps(data, separators=(",", ":")).encode("utf-8"))
         while view:
