@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cwlbridge.cache import LoadedChains
+from cwlbridge.model import load as load_mod
+from cwlbridge.model.steps import Findings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,3 +93,57 @@ def test_a_damaged_or_unwritable_cache_only_costs_time(tmp_path: Path) -> None:
     blocked.write_text("a file where the cache directory should be\n")
     assert _validate(chain, blocked) == {"errors": [], "schema_loaded": True}
     assert _validate(chain, blocked) == {"errors": [], "schema_loaded": True}
+
+
+# -- chains as loaded ---------------------------------------------------------------------------
+
+
+def _load_counting(chain: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Findings, int]:
+    """Load with a chain cache in ``cache``; the workflow, findings and the YAML files parsed."""
+    parsed: list[str] = []
+    original = load_mod.load_yaml
+
+    def counting(path: str, text: str | None = None) -> Any:
+        parsed.append(path)
+        return original(path, text)
+
+    monkeypatch.setattr(load_mod, "load_yaml", counting)
+    findings = Findings()
+    workflow = load_mod.load_chain(str(chain), findings, chains=LoadedChains(cache))
+    monkeypatch.setattr(load_mod, "load_yaml", original)
+    return workflow, findings, len(parsed)
+
+
+def test_a_chain_that_loaded_cleanly_is_not_read_again_until_a_file_of_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain, cache = _loop_example(tmp_path), tmp_path / "chains"
+    first, findings, parsed = _load_counting(chain, cache, monkeypatch)
+    assert not findings.items and parsed == 2 and len(list(cache.glob("*.pickle"))) == 1  # chain, loop body
+    again, findings, parsed = _load_counting(chain, cache, monkeypatch)
+    assert not findings.items and parsed == 0
+    assert again == first and again is not first
+    body = chain.parent / "refine_body.cwl"
+    body.write_text(body.read_text().replace("steps:", "stepz:", 1))
+    _, findings, parsed = _load_counting(chain, cache, monkeypatch)
+    assert parsed == 2 and any("refine_body.cwl" in f.text() for f in findings.errors)
+    _, findings, parsed = _load_counting(chain, cache, monkeypatch)
+    assert parsed == 2, "a chain with findings is never kept"
+    body.write_text(body.read_text().replace("stepz:", "steps:", 1))
+    _, findings, parsed = _load_counting(chain, cache, monkeypatch)
+    assert not findings.items and parsed == 0  # the same files as when it was kept
+    chain.write_text(chain.read_text() + "\n# a comment\n")
+    _, findings, parsed = _load_counting(chain, cache, monkeypatch)
+    assert not findings.items and parsed == 2
+
+
+def test_a_damaged_kept_chain_is_loaded_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    chain, cache = _loop_example(tmp_path), tmp_path / "chains"
+    first, _, _ = _load_counting(chain, cache, monkeypatch)
+    (kept,) = cache.glob("*.pickle")
+    kept.write_bytes(kept.read_bytes()[:100])
+    again, findings, parsed = _load_counting(chain, cache, monkeypatch)
+    assert (again, findings.items, parsed) == (first, [], 2)
+    kept.write_bytes(pickle.dumps(("not", "a chain")))
+    again, findings, parsed = _load_counting(chain, cache, monkeypatch)
+    assert (again, findings.items, parsed) == (first, [], 2)

@@ -152,7 +152,7 @@ def default_outds(chain: Path, environ: dict[str, str]) -> str:
 
 def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
     """Analyse the chain; raise with every error listed when it is not runnable."""
-    from cwlbridge.cache import SchemaVerdicts
+    from cwlbridge.cache import LoadedChains, SchemaVerdicts
     from cwlbridge.model.command import require_file
     from cwlbridge.model.rules import analyse, check_outds
 
@@ -161,7 +161,7 @@ def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
     problem = check_outds(outds)
     if problem:
         raise UsageError(problem)
-    analysis = analyse(str(chain), str(inputs), outds, verdicts=SchemaVerdicts.default())
+    analysis = analyse(str(chain), str(inputs), outds, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default())
     if analysis.findings.errors or analysis.plan is None:
         lines = [f.text() for f in analysis.findings.errors]
         raise CwlbridgeError(

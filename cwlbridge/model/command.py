@@ -50,13 +50,13 @@ def require_file(path: str, what: str) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from cwlbridge.cache import SchemaVerdicts
+    from cwlbridge.cache import LoadedChains, SchemaVerdicts
     from cwlbridge.model.rules import analyse
 
     require_file(args.chain, "chain file")
     if args.inputs is not None:
         require_file(args.inputs, "inputs file")
-    analysis = analyse(args.chain, args.inputs, verdicts=SchemaVerdicts.default())
+    analysis = analyse(args.chain, args.inputs, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default())
     findings = analysis.findings
     if args.format == "json":
         sys.stdout.write(
@@ -87,7 +87,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from cwlbridge.cache import SchemaVerdicts
+    from cwlbridge.cache import LoadedChains, SchemaVerdicts
     from cwlbridge.model import plan as plan_mod
     from cwlbridge.model.rules import analyse, check_outds
 
@@ -96,7 +96,9 @@ def run_plan(args: argparse.Namespace) -> int:
     problem = check_outds(args.outds)
     if problem:
         raise UsageError(problem)
-    analysis = analyse(args.chain, args.inputs, args.outds, verdicts=SchemaVerdicts.default())
+    analysis = analyse(
+        args.chain, args.inputs, args.outds, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default()
+    )
     for finding in analysis.findings.items:
         sys.stderr.write(finding.text() + "\n")
     if analysis.findings.errors or analysis.plan is None:

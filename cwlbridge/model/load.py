@@ -30,7 +30,7 @@ from cwlbridge.model.steps import (
     WorkflowInput,
     WorkflowOutput,
 )
-from cwlbridge.model.yamlpos import key_pos, load_yaml, node_pos, value_pos
+from cwlbridge.model.yamlpos import key_pos, load_yaml, node_pos, read_text, value_pos
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
 CWL_VERSIONS = ("v1.0", "v1.1", "v1.2")
@@ -142,12 +142,22 @@ def _has_loop_hint(hints: Any) -> bool:
 class ChainLoader:
     """Loads one chain file and its sub-workflows, collecting findings instead of raising."""
 
-    def __init__(self, findings: Findings, *, schema_check: bool = True, verdicts: Verdicts | None = None):
+    def __init__(
+        self,
+        findings: Findings,
+        *,
+        schema_check: bool = True,
+        verdicts: Verdicts | None = None,
+        chains: Memo | None = None,
+    ):
         self.findings = findings
         self.schema_check = schema_check
         self.verdicts = verdicts
+        # Clean loads with the schema check are kept (``cwlbridge.cache.LoadedChains``).
+        self.chains = chains if schema_check else None
         self._stack: list[str] = []
         self._cache: dict[str, Workflow | None] = {}
+        self._digests: dict[str, str] = {}  # of the text each file was parsed from
 
     def load(self, path: str) -> Workflow | None:
         """The workflow in ``path``, or None when it cannot be read as one."""
@@ -155,11 +165,26 @@ class ChainLoader:
         if real in self._cache:
             return self._cache[real]
         try:
-            doc = load_yaml(path)
+            text = read_text(path)
         except InputFileError as err:
             self.findings.error(err.pos or SourcePos(path), err.message, hint=err.hint)
             self._cache[real] = None
             return None
+        key = None
+        if self.chains is not None and not self._stack:  # the chain itself, not a sub-workflow
+            key = _chain_key(path, text)
+            kept = self._kept(key)
+            if kept is not None:
+                self._cache[real] = kept
+                return kept
+        found = len(self.findings.items)
+        try:
+            doc = load_yaml(path, text)
+        except InputFileError as err:
+            self.findings.error(err.pos or SourcePos(path), err.message, hint=err.hint)
+            self._cache[real] = None
+            return None
+        self._digests[real] = _digest(text)
         self._stack.append(real)
         try:
             workflow = self._workflow(doc, path)
@@ -168,6 +193,24 @@ class ChainLoader:
         finally:
             self._stack.pop()
         self._cache[real] = workflow
+        if key is not None and self.chains is not None and workflow is not None and len(self.findings.items) == found:
+            subs = sorted((p, d) for p, d in self._digests.items() if p != real)
+            self.chains.put(key, (subs, workflow))
+        return workflow
+
+    def _kept(self, key: str) -> Workflow | None:
+        """The chain kept under ``key``, if the sub-workflow files it read are unchanged."""
+        assert self.chains is not None
+        entry = self.chains.get(key)
+        try:
+            subs, workflow = entry
+            if not isinstance(workflow, Workflow):
+                return None
+            for sub, digest in subs:
+                if _digest(read_text(sub)) != digest:
+                    return None
+        except (InputFileError, TypeError, ValueError):
+            return None
         return workflow
 
     def _workflow(self, doc: Any, path: str) -> Workflow | None:
@@ -399,6 +442,35 @@ class ChainLoader:
             self.findings.error(SourcePos(path, int(line), int(col)), f"CWL: {message}")
 
 
+class Memo(Protocol):
+    """Where cleanly loaded chains are kept (``cwlbridge.cache.LoadedChains``)."""
+
+    def get(self, key: str) -> Any: ...
+
+    def put(self, key: str, value: Any) -> None: ...
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _chain_key(path: str, text: str) -> str:
+    """The key of a chain as loaded: its text, where it lives, the loader and model code."""
+    digest = hashlib.sha256(_loader_identity().encode())
+    digest.update(os.path.abspath(path).encode())
+    digest.update(b"\0")
+    digest.update(text.encode("utf-8"))
+    return digest.hexdigest()
+
+
+@cache
+def _loader_identity() -> str:
+    """What a loaded chain depends on besides its files: the checkers and this package's model."""
+    here = Path(__file__).resolve().parent
+    code = sorted([*here.glob("*.py"), here.parent / "errors.py"])
+    return "\n".join([_checker_identity(), *(f"{p.name}:{_stamp(str(p))}" for p in code)])
+
+
 class Verdicts(Protocol):
     """Where passed schema checks are remembered (``cwlbridge.cache.SchemaVerdicts``)."""
 
@@ -503,11 +575,17 @@ def tool_input_types(step_type: str) -> dict[str, Any]:
 
 
 def load_chain(
-    path: str, findings: Findings, *, schema_check: bool = True, verdicts: Verdicts | None = None
+    path: str,
+    findings: Findings,
+    *,
+    schema_check: bool = True,
+    verdicts: Verdicts | None = None,
+    chains: Memo | None = None,
 ) -> Workflow | None:
     """Load ``path`` and every sub-workflow it uses; problems go to ``findings``.
 
     ``verdicts`` remembers documents that passed the CWL schema check, so that an unchanged
-    one is not checked (nor the schema loaded) again.
+    one is not checked (nor the schema loaded) again; ``chains`` keeps chains that loaded
+    without any finding, so that an unchanged one is not read again.
     """
-    return ChainLoader(findings, schema_check=schema_check, verdicts=verdicts).load(path)
+    return ChainLoader(findings, schema_check=schema_check, verdicts=verdicts, chains=chains).load(path)

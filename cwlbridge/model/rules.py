@@ -14,7 +14,7 @@ from typing import Any
 
 from cwlbridge.errors import InputFileError, SourcePos
 from cwlbridge.model.conditions import ConditionError, Not, parse_condition, references
-from cwlbridge.model.load import Verdicts, load_chain, tool_input_types
+from cwlbridge.model.load import Memo, Verdicts, load_chain, tool_input_types
 from cwlbridge.model.plan import Plan
 from cwlbridge.model.resolve import resolve
 from cwlbridge.model.steps import ALLOWED_KEYS, Findings, Step, Workflow
@@ -391,10 +391,11 @@ def analyse(
     *,
     schema_check: bool = True,
     verdicts: Verdicts | None = None,
+    chains: Memo | None = None,
 ) -> Analysis:
     """Load, check and resolve a chain in one pass, collecting every finding."""
     findings = Findings()
-    workflow = load_chain(chain_path, findings, schema_check=schema_check, verdicts=verdicts)
+    workflow = load_chain(chain_path, findings, schema_check=schema_check, verdicts=verdicts, chains=chains)
     if workflow is None:
         return Analysis(None, {}, None, findings)
     check_workflow(workflow, findings)
