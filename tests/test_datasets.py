@@ -533,3 +533,12 @@ def test_cli_add_copies_and_leaves_the_users_file_writable(tmp_path: Path) -> No
     source.write_text("still mine\n")  # the stored copy is not changed by this
     stored = tmp_path / "store" / "user.jdoe" / "user.jdoe.mine" / "mine.root"
     assert stored.read_text() == "my events\n"
+
+
+def test_existing_lists_the_datasets_that_exist_as_exists_says(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.create("user.jdoe:user.jdoe.a")
+    store.create("user.jdoe.b_out/")  # PanDA's container spelling, scope from the name
+    (tmp_path / "store" / "user.jdoe" / "user.jdoe.c").mkdir()  # a directory, no dataset
+    asked = ["user.jdoe.a", "user.jdoe:user.jdoe.b_out", "user.jdoe.c", "user.jdoe.d", "user.other.a", "mc20.x"]
+    assert store.existing(asked) == [d for d in asked if store.exists(d)] == asked[:2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -157,6 +158,12 @@ def test_started_child_begins_before_its_parent_ends(tmp_path: Path) -> None:
     tasks = {t["short"]: t for t in _status(tmp_path, env, run)["tasks"]}
     assert tasks["001_ana"]["started"] < tasks["000_gen"]["ended"]
     assert tasks["001_ana"]["jobs"]["done"] == 3
+    # As PanDA does: the same --outds again is refused before anything runs.
+    again = _cli(
+        ["run", "two-step/chain.cwl", "two-step/inputs.yaml", "--outds", "user.jdoe.st", "--jobs", "1"], tmp_path, env
+    )
+    assert again.returncode != 0 and len(_run_dirs(tmp_path)) == 1
+    assert re.search(r"--outds user\.jdoe\.st was used before: [1-9]\d* of its output datasets exist", again.stderr)
 
 
 def test_max_iterations_stops_a_loop(tmp_path: Path) -> None:

@@ -282,6 +282,10 @@ class DatasetStore(ABC):
     def exists(self, dataset: str) -> bool:
         """Whether the dataset exists (an empty one counts)."""
 
+    def existing(self, datasets: Sequence[str]) -> builtins.list[str]:
+        """Those of ``datasets`` that exist, in order."""
+        return [d for d in datasets if self.exists(d)]
+
     @abstractmethod
     def create(self, dataset: str) -> None:
         """Make sure the dataset exists, empty if new; a no-op when it is already there."""
@@ -379,6 +383,21 @@ class LocalStore(DatasetStore):
 
     def exists(self, dataset: str) -> bool:
         return os.path.isfile(os.path.join(self._dir(dataset), _META_FILE))
+
+    def existing(self, datasets: Sequence[str]) -> builtins.list[str]:
+        # One listing per scope instead of a look per dataset: a chain's outputs are many.
+        listed: dict[str, set[str]] = {}
+        found: builtins.list[str] = []
+        for dataset in datasets:
+            scope, name = split_dataset_name(dataset)
+            if scope not in listed:
+                try:
+                    listed[scope] = set(os.listdir(os.path.join(self._root, scope)))
+                except OSError:
+                    listed[scope] = set()
+            if name in listed[scope] and self.exists(dataset):
+                found.append(dataset)
+        return found
 
     def create(self, dataset: str) -> None:
         directory = self._dir(dataset)

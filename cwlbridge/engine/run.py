@@ -418,7 +418,7 @@ def _refuse_used_outds(plan: Any, settings: Settings) -> None:
     from cwlbridge.data.datasets import open_store
 
     with open_store(settings.store) as store:
-        used = [d for t in plan.tasks for d in t.output_datasets if "___idds___" not in d and store.exists(d)]
+        used = store.existing([d for t in plan.tasks for d in t.output_datasets if "___idds___" not in d])
         where = store.root_description()
     if used:
         raise UsageError(
