@@ -50,7 +50,7 @@ BENCH_ENGINE = ROOT / "scripts" / "bench_engine"
 
 def test_bench_engine_tiny_run_prints_overhead_and_ratio_per_shape() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH_ENGINE), "--sizes", "3", "--reps", "1"],
+        [sys.executable, str(BENCH_ENGINE), "--sizes", "3", "--reps", "1", "--settle", "0"],
         capture_output=True, text=True, timeout=180, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -75,6 +75,7 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
         [
             sys.executable, str(BENCH_ENGINE), "--sizes", "2,4", "--shapes", "chain", "--reps", "1",
             "--cwltool-max-size", "1", "--profile", str(profile), "--profile-top", "5", "--json", "--cold",
+            "--settle", "1",
         ],
         capture_output=True, text=True, timeout=180, check=False,
     )
@@ -89,6 +90,9 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
     assert {"target": "chain 4: cwlbridge faster than cwltool", "result": "n/a"} in result["targets"]
     assert profile.stat().st_size > 0
     assert result["cold_cache"] is True and min(result["mkdir_us"].values()) > 0
+    settle = result["settle"]  # waited only while a directory cost more than on a quiet disk, at most ~1 s
+    assert 0 <= settle["waited_s"] < 30 and min(settle["mkdir_us_first"], settle["mkdir_us_then"]) > 0
+    assert settle["waited_s"] < 0.5 or settle["mkdir_us_first"] > 150
     assert result["profile"][0].startswith("profile: cwlbridge run on the 4-step chain")
     assert any("cwlbridge/engine/run.py" in line for line in result["profile"])
 
