@@ -33,6 +33,7 @@ from cwlbridge.data.datasets import LocalStore
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Task
 from cwlbridge.model.prunopts import parse_prun_args
+from tests.waiting import wait_until_exists
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 
@@ -521,17 +522,17 @@ def test_cwl_files_are_shared_read_only_and_the_rest_copied(
 
 
 def test_an_expected_task_is_made_ahead_while_jobs_run_and_then_runs_as_usual(
-    store: LocalStore, tmp_path: Path, sandbox: Path, said: list[str]
+    store: LocalStore, tmp_path: Path, sandbox: Path, said: list[str], release: Path
 ) -> None:
     """The child's directories, sandbox copy and empty job files are made while the parent runs.
 
     The parent changes the shared chain.cwl after that (a job may chmod its own files): the
     child still starts with the chain as it was.
     """
-    shared, release = tmp_path / "shared", tmp_path / "release"
+    shared = tmp_path / "shared"
     backend = LocalBackend(store, jobs=1, containers="never", say=said.append, shared=shared)
     parent = _task(
-        f"while [ ! -e {release} ]; do sleep 0.02; done; chmod u+w chain.cwl; echo edit >> chain.cwl",
+        f"{wait_until_exists(release)}; chmod u+w chain.cwl; echo edit >> chain.cwl",
         "",
         name="user.jdoe.test_000_parent",
     )
@@ -593,11 +594,10 @@ def test_a_second_sandbox_copy_replaces_the_first_never_writing_through_links(tm
 
 
 def test_tasks_made_ahead_but_never_submitted_leave_nothing_behind(
-    store: LocalStore, tmp_path: Path, sandbox: Path
+    store: LocalStore, tmp_path: Path, sandbox: Path, release: Path
 ) -> None:
     backend = LocalBackend(store, jobs=2, containers="never", say=lambda m: None)
-    release = tmp_path / "release"
-    task = _task(f"while [ ! -e {release} ]; do sleep 0.02; done", "")
+    task = _task(wait_until_exists(release), "")
     skipped = [_task("echo never", "", name=f"user.jdoe.test_00{n}_skipped") for n in (1, 2, 3)]
     specs = [_spec(t, tmp_path, sandbox, number=n + 2) for n, t in enumerate(skipped)]
     try:
@@ -651,10 +651,11 @@ def test_jobs_see_the_store_and_find_cwlbridge(
 # -- restarts ---------------------------------------------------------------------------------
 
 
-def test_submit_is_idempotent(store: LocalStore, backend: LocalBackend, tmp_path: Path, sandbox: Path) -> None:
+def test_submit_is_idempotent(
+    store: LocalStore, backend: LocalBackend, tmp_path: Path, sandbox: Path, release: Path
+) -> None:
     count = tmp_path / "count"
-    release = tmp_path / "release"
-    task = _task(f"echo x >> {count}; while [ ! -e {release} ]; do sleep 0.05; done", "")
+    task = _task(f"echo x >> {count}; {wait_until_exists(release)}", "")
     spec = _spec(task, tmp_path, sandbox)
     handle = backend.submit(spec)
     assert backend.submit(spec) == handle
@@ -693,12 +694,11 @@ def test_a_task_of_another_layout_is_not_adopted(store: LocalStore, tmp_path: Pa
 
 
 def test_a_fresh_backend_adopts_running_jobs_and_starts_the_rest(
-    store: LocalStore, tmp_path: Path, sandbox: Path
+    store: LocalStore, tmp_path: Path, sandbox: Path, release: Path
 ) -> None:
-    release = tmp_path / "release"
     runs = tmp_path / "runs"
     runs.mkdir()
-    command = f"touch {runs}/%RNDM:0; while [ ! -e {release} ]; do sleep 0.05; done; echo %RNDM:0 > out.root"
+    command = f"touch {runs}/%RNDM:0; {wait_until_exists(release)}; echo %RNDM:0 > out.root"
     task = _task(command, "--nJobs 3 --outputs out.root")
     first = LocalBackend(store, jobs=2, containers="never", say=lambda m: None)
     handle = first.submit(_spec(task, tmp_path, sandbox))

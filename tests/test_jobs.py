@@ -30,6 +30,7 @@ from cwlbridge.backends.jobs import (
 )
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.osutil import pid_alive
+from tests.waiting import wait_until_exists
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 
@@ -251,10 +252,11 @@ def _launch_in_a_process_that_crashes(job_dir: Path, work: Path, command: str) -
     assert result.returncode == -signal.SIGKILL
 
 
-def test_a_second_process_adopts_a_job_whose_launcher_was_killed(tmp_path: Path, runner: JobRunner) -> None:
+def test_a_second_process_adopts_a_job_whose_launcher_was_killed(
+    tmp_path: Path, runner: JobRunner, release: Path
+) -> None:
     job_dir = tmp_path / "job"
-    release = tmp_path / "release"
-    command = f"while [ ! -e {release} ]; do sleep 0.05; done; echo finished; exit 4"
+    command = f"{wait_until_exists(release)}; echo finished; exit 4"
     _launch_in_a_process_that_crashes(job_dir, tmp_path, command)
     state = observe(job_dir)
     assert state.state == "running", "the job must survive the SIGKILL of the process that started it"
