@@ -90,9 +90,9 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
     assert {"target": "chain 4: cwlbridge faster than cwltool", "result": "n/a"} in result["targets"]
     assert profile.stat().st_size > 0
     assert result["cold_cache"] is True and min(result["mkdir_us"].values()) > 0
-    settle = result["settle"]  # waited only while a directory cost more than on a quiet disk, at most ~1 s
+    settle = result["settle"]  # waits while a directory costs more than on a quiet disk, here at most ~1 s
     assert 0 <= settle["waited_s"] < 30 and min(settle["mkdir_us_first"], settle["mkdir_us_then"]) > 0
-    assert settle["waited_s"] < 0.5 or settle["mkdir_us_first"] > 150
+    assert settle["mkdir_us_first"] <= 100 or settle["waited_s"] >= 0.9
     assert result["profile"][0].startswith("profile: cwlbridge run on the 4-step chain")
     assert any("cwlbridge/engine/run.py" in line for line in result["profile"])
 

@@ -261,6 +261,11 @@ def test_conditions_normal_path_fits_and_skips_the_rescue(tmp_path: Path, monkey
     assert "failed(" in rescue["message"] and rescue["attempt"] == 0
     assert run_cli("data", "ls", run.output("rescue")).code != 0  # never made
     assert run.result.out.rstrip().endswith("3 task(s) finished, 1 skipped")
+    # The rescue may have been made ahead while the selection ran (its child); nothing of it is left.
+    tasks = tmp_path / ".cwlbridge" / "runs" / run.run_id / "tasks"
+    assert sorted(p.name for p in tasks.iterdir()) == sorted(
+        f"{t['name']}.a1" for t in run.status()["tasks"] if t["state"] == "finished"
+    )
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
