@@ -98,6 +98,8 @@ CANCELLED_FILE = "cancelled"
 _FORMAT = 2
 #: How long something made ahead holds its place in the budget (see ``_make_next_ahead``).
 _AHEAD_HOLD = 5.0
+#: Step types this backend runs as jobs.
+_RUNNABLE_TYPES = ("prun", "junction", "reana")
 _UNSUPPORTED = {"phpo": "PanDA's HPO service", "gitlab": "PanDA's GitLab CI service"}
 
 
@@ -407,7 +409,7 @@ class LocalBackend(Backend):
             self._launch()
 
     def expect(self, task: Task, workdir: Path, sandbox: Path) -> None:
-        if task.type in ("prun", "junction", "reana") and task.exec:
+        if task.type in _RUNNABLE_TYPES and task.exec:
             self._expected.setdefault(os.path.abspath(workdir), (task.name, sandbox))
 
     def changed(self) -> list[str]:
@@ -445,7 +447,7 @@ class LocalBackend(Backend):
         for job in sorted(self._made_jobs):
             with contextlib.suppress(OSError):
                 if os.stat(log_path(job)).st_size == 0:
-                    for path in (log_path(job), stdout_path(job), stderr_path(job)):
+                    for path in _job_files(job):
                         os.unlink(path)
                     shutil.rmtree(job, ignore_errors=True)
         for workdir in sorted(self._made_tasks):
@@ -491,7 +493,7 @@ class LocalBackend(Backend):
         try:
             os.mkdir(job)
             self._copy_sandbox(self._sandbox(root), Path(job), name)
-            for path in (log_path(job), stdout_path(job), stderr_path(job)):
+            for path in _job_files(job):
                 empty_file(path)
         except (CwlbridgeError, OSError):
             return  # what is missing is made when the job starts
@@ -507,7 +509,7 @@ class LocalBackend(Backend):
                 f" it needs {_UNSUPPORTED[task.type]}",
                 hint="run this chain with pchain on PanDA",
             )
-        if task.type not in ("prun", "junction", "reana"):
+        if task.type not in _RUNNABLE_TYPES:
             raise CwlbridgeError(f"the local backend cannot run step {task.step!r}: unknown type {task.type!r}")
         if not task.exec:
             raise CwlbridgeError(f"step {task.step!r} ({task.name}) has no opt_exec: nothing to run")
@@ -1120,6 +1122,11 @@ def _recent(made: dict[str, float], now: float) -> int:
             break
         count += 1
     return count
+
+
+def _job_files(job: str) -> tuple[str, str, str]:
+    """The files beside a job's directory: its log, stdout and stderr (see ``jobs``)."""
+    return log_path(job), stdout_path(job), stderr_path(job)
 
 
 def _job_dir_name(index: int, attempt: int) -> str:

@@ -167,8 +167,7 @@ class ChainLoader:
         try:
             text = read_text(path)
         except InputFileError as err:
-            self.findings.error(err.pos or SourcePos(path), err.message, hint=err.hint)
-            self._cache[real] = None
+            self._unreadable(real, path, err)
             return None
         key = None
         if self.chains is not None and not self._stack:  # the chain itself, not a sub-workflow
@@ -181,8 +180,7 @@ class ChainLoader:
         try:
             doc = load_yaml(path, text)
         except InputFileError as err:
-            self.findings.error(err.pos or SourcePos(path), err.message, hint=err.hint)
-            self._cache[real] = None
+            self._unreadable(real, path, err)
             return None
         self._digests[real] = _digest(text)
         self._stack.append(real)
@@ -197,6 +195,11 @@ class ChainLoader:
             subs = sorted((p, d) for p, d in self._digests.items() if p != real)
             self.chains.put(key, (subs, workflow))
         return workflow
+
+    def _unreadable(self, real: str, path: str, err: InputFileError) -> None:
+        """Report a file that cannot be read as YAML, and remember it as not a workflow."""
+        self.findings.error(err.pos or SourcePos(path), err.message, hint=err.hint)
+        self._cache[real] = None
 
     def _kept(self, key: str) -> Workflow | None:
         """The chain kept under ``key``, if the sub-workflow files it read are unchanged."""
