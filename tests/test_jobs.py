@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cwlbridge.backends import jobs
+from cwlbridge.backends import jobs, spawning
 from cwlbridge.backends.jobs import (
     JobRecord,
     JobRunner,
@@ -444,11 +444,33 @@ def test_kill_reaches_jobs_started_by_a_cwlbridge_inside_the_job(tmp_path: Path,
 # -- wrappers started ahead of their jobs -------------------------------------------------------
 
 
-def test_a_prepared_wrapper_runs_the_next_job(runner: JobRunner, tmp_path: Path) -> None:
+def _prepared(runner: JobRunner, env: dict[str, str], count: int) -> list[jobs._Wrapper]:
+    """``prepare``, then the wrappers once ``count`` wait (a helper thread may start them)."""
+    runner.prepare(env, count)
+    _until(lambda: len(runner._ready) >= count)
+    with runner._ahead:
+        return list(runner._ready)
+
+
+@pytest.fixture(params=["helper thread", "in line"])
+def runner_how(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobRunner]:
+    """A runner that starts wrappers ahead in its helper thread (glibc), or in line (elsewhere)."""
+    if request.param == "in line":
+        monkeypatch.setattr(spawning, "_glibc", lambda: None)
+    elif not spawning.available():
+        pytest.skip("this C library is not glibc 2.26+: wrappers are started in line only")
+    r = JobRunner()
+    yield r
+    r.close()
+    assert (r._maker is None) == (request.param == "in line")
+
+
+def test_a_prepared_wrapper_runs_the_next_job(runner_how: JobRunner, tmp_path: Path) -> None:
+    runner = runner_how
     env = dict(os.environ, CWLBRIDGE_RUN="r1")
-    runner.prepare(env, 2)
-    waiting = [w.pid for w in runner._ready]
-    assert len(waiting) == 2 and all(jobs.is_job_wrapper(w.pid, w.mark) for w in runner._ready)
+    ready = _prepared(runner, env, 2)
+    waiting = [w.pid for w in ready]
+    assert len(waiting) == 2 and all(jobs.is_job_wrapper(w.pid, w.mark) for w in ready)
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     record = runner.launch(job_dir, 'echo "run $CWLBRIDGE_RUN in $PWD"; exit 3', cwd=job_dir, env=env)
@@ -457,12 +479,16 @@ def test_a_prepared_wrapper_runs_the_next_job(runner: JobRunner, tmp_path: Path)
     state = observe(job_dir)
     assert (state.state, state.exit_code) == ("done", 3)
     assert Path(stdout_path(job_dir)).read_text() == f"run r1 in {job_dir}\n"
-    assert [w.pid for w in runner._ready] == waiting[1:]
+    assert runner._ready[0].pid == waiting[1]  # the other one waits on (and another may join it)
+    assert os.getsid(waiting[1]) == waiting[1]  # a session of its own; SIGPIPE as by default
+    status = Path(f"/proc/{waiting[1]}/status").read_text()
+    ignored = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1))
 
 
-def test_a_wrapper_prepared_for_another_environment_is_not_used(runner: JobRunner, tmp_path: Path) -> None:
-    runner.prepare(dict(os.environ, CWLBRIDGE_RUN="old"), 1)
-    (old,) = runner._ready
+def test_a_wrapper_prepared_for_another_environment_is_not_used(runner_how: JobRunner, tmp_path: Path) -> None:
+    runner = runner_how
+    (old,) = _prepared(runner, dict(os.environ, CWLBRIDGE_RUN="old"), 1)
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     record = runner.launch(job_dir, 'echo "$CWLBRIDGE_RUN"', cwd=job_dir, env=dict(os.environ, CWLBRIDGE_RUN="new"))
@@ -470,13 +496,12 @@ def test_a_wrapper_prepared_for_another_environment_is_not_used(runner: JobRunne
     _wait_for(runner, job_dir)
     assert Path(stdout_path(job_dir)).read_text() == "new\n"
     assert not pid_alive(old.pid)  # let go, and reaped
-    assert not runner._ready
+    assert all(w.env["CWLBRIDGE_RUN"] == "new" for w in runner._ready)
 
 
 def test_a_prepared_wrapper_killed_while_it_waited_is_replaced(runner: JobRunner, tmp_path: Path) -> None:
     env = dict(os.environ)
-    runner.prepare(env, 1)
-    (victim,) = runner._ready
+    (victim,) = _prepared(runner, env, 1)
     os.kill(victim.pid, signal.SIGKILL)
     _until(lambda: os.waitid(os.P_PID, victim.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None)
     job_dir = tmp_path / "job"
@@ -489,8 +514,7 @@ def test_a_prepared_wrapper_killed_while_it_waited_is_replaced(runner: JobRunner
 
 def test_closing_the_runner_lets_prepared_wrappers_go(tmp_path: Path) -> None:
     runner = JobRunner()
-    runner.prepare(dict(os.environ), 2)
-    pids = [w.pid for w in runner._ready]
+    pids = [w.pid for w in _prepared(runner, dict(os.environ), 2)]
     runner.close()
     assert not any(pid_alive(pid) for pid in pids)
 
@@ -499,10 +523,13 @@ def test_prepared_wrappers_end_with_a_crashed_cwlbridge(tmp_path: Path) -> None:
     """A wrapper waiting for a job reads end of file when cwlbridge dies, and exits: no orphans."""
     script = textwrap.dedent(
         """
-        import os, signal
+        import os, signal, time
         from cwlbridge.backends.jobs import JobRunner
         runner = JobRunner()
         runner.prepare(dict(os.environ), 2)
+        deadline = time.monotonic() + 60
+        while len(runner._ready) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         print(" ".join(str(w.pid) for w in runner._ready), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """

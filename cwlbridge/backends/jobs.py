@@ -54,12 +54,14 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cwlbridge.backends import spawning
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.osutil import append_line, open_empty, pid_alive
 
@@ -409,7 +411,8 @@ class JobRunner:
     """Starts job processes, adopts those of earlier cwlbridge processes, reports ends.
 
     ``wait`` blocks until a watched job ends (a pidfd per job in one selector; where pidfds
-    do not exist, a short poll), so callers never sleep-poll.  Not thread-safe except ``wake``.
+    do not exist, a short poll), so callers never sleep-poll.  Not thread-safe except ``wake``
+    (its own helper thread, see ``prepare``, shares only the wrappers made ahead).
     """
 
     def __init__(self) -> None:
@@ -419,7 +422,11 @@ class JobRunner:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._watched: dict[int, _Watch] = {}  # by pid
-        self._ready: list[_Wrapper] = []  # started ahead (see prepare)
+        self._ready: list[_Wrapper] = []  # started ahead (see prepare), guarded by _ahead
+        self._ahead = threading.Condition()
+        self._wanted: tuple[dict[str, str], int] | None = None  # (env, count) of the last prepare
+        self._maker: threading.Thread | None = None
+        self._closing = False
         self._jobs: set[Path] = set()
         self._ended: list[Path] = []
 
@@ -488,19 +495,54 @@ class JobRunner:
         """Have ``count`` wrappers waiting for jobs with environment ``env`` (see the module).
 
         Wrappers for another environment are let go: they exit without running anything.
+        Where ``spawning`` can start them without holding the GIL, a helper thread does, and
+        this returns at once; otherwise they are started here.
         """
-        for wrapper in [w for w in self._ready if w.env != env]:
-            self._ready.remove(wrapper)
+        with self._ahead:
+            stale = [w for w in self._ready if w.env != env]
+            self._ready = [w for w in self._ready if w.env == env]
+            self._wanted = (dict(env), count)
+            if self._maker is None and spawning.available():
+                self._maker = threading.Thread(target=self._make_wrappers, name="cwlbridge-wrappers", daemon=True)
+                self._maker.start()
+            self._ahead.notify()
+        for wrapper in stale:
             self._retire(wrapper)
-        while len(self._ready) < count:
+        if self._maker is None:
+            while len(self._ready) < count:
+                try:
+                    self._ready.append(self._spawn(env, None))
+                except CwlbridgeError:
+                    return  # launch will say why, for a job
+
+    def _make_wrappers(self) -> None:
+        """The helper thread of ``prepare``: starts wrappers while fewer than wanted wait."""
+        while True:
+            with self._ahead:
+                while not self._closing and (self._wanted is None or len(self._ready) >= self._wanted[1]):
+                    self._ahead.wait()
+                if self._closing or self._wanted is None:
+                    return
+                env = self._wanted[0]
             try:
-                self._ready.append(self._spawn(env, None))
+                wrapper = self._spawn(env, None)
             except CwlbridgeError:
-                return  # launch will say why, for a job
+                with self._ahead:
+                    self._wanted = None  # launch will say why, for a job
+                continue
+            with self._ahead:
+                keep = not self._closing and self._wanted is not None and self._wanted[0] == env
+                if keep:
+                    self._ready.append(wrapper)
+            if not keep:
+                self._retire(wrapper)
 
     def _take_ready(self, env: Mapping[str, str]) -> _Wrapper | None:
-        while self._ready:
-            wrapper = self._ready.pop(0)
+        while True:
+            with self._ahead:
+                if not self._ready:
+                    return None
+                wrapper = self._ready.pop(0)
             try:  # reaps one killed by someone while it waited
                 waiting = os.waitpid(wrapper.pid, os.WNOHANG)[0] == 0
             except ChildProcessError:
@@ -508,7 +550,6 @@ class JobRunner:
             if waiting and wrapper.env == env:
                 return wrapper
             self._retire(wrapper)
-        return None
 
     def _spawn(self, env: Mapping[str, str], job: Path | None) -> _Wrapper:
         mark = secrets.token_hex(10)
@@ -517,18 +558,8 @@ class JobRunner:
         environ[MARK_ENV] = f"{inherited}:{mark}" if inherited else mark
         feed_r, feed_w = os.pipe()
         try:
-            pid = os.posix_spawn(
-                _SH,
-                [_SH, "-c", _WRAPPER, _SH],
-                environ,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, feed_r, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-                ],
-                setsid=True,
-                setsigdef=_DEFAULT_SIGNALS,
-            )
+            argv = [_SH, "-c", _WRAPPER, _SH]
+            pid = spawning.spawn(_SH, argv, environ, stdin=feed_r, devnull_out=True, default_signals=_DEFAULT_SIGNALS)
         except OSError as exc:
             os.close(feed_w)
             where = f" in {job}" if job is not None else ""
@@ -683,6 +714,11 @@ class JobRunner:
 
     def close(self) -> None:
         """Stop watching; running jobs keep running (a later process can adopt them)."""
+        with self._ahead:
+            self._closing = True
+            self._ahead.notify()
+        if self._maker is not None:
+            self._maker.join()
         while self._ready:
             self._retire(self._ready.pop())
         for watch in list(self._watched.values()):
