@@ -6,7 +6,8 @@ is sent it only after the job's record is written: if cwlbridge dies before, the
 reads end of file and exits without running anything (a script cut short is one unfinished
 ``if`` block, which the shell refuses whole).  So a wrapper can be started before it has a
 job (``prepare``): starting a shell costs about a millisecond, which a chain's next step
-then does not wait for.  The script runs the command in a subshell with ``eval`` (a fork,
+then does not wait for.  A helper thread starts them (``spawning``: without the GIL), so
+the engine notices a job's end while the next shell starts.  The script runs the command in a subshell with ``eval`` (a fork,
 where a second ``/bin/sh -c`` would add an exec), stdout/stderr sent to files, and appends
 the exit code when the command ends.  ``exit`` in the command ends the subshell only, so
 its code is recorded; ``$$`` is the wrapper's pid, which is the job's process group and
