@@ -154,8 +154,9 @@ def test_started_child_begins_before_its_parent_ends(tmp_path: Path) -> None:
         ["run", "two-step/chain.cwl", "two-step/inputs.yaml", "--outds", "user.jdoe.st", "--jobs", "1"], tmp_path, env
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    run = _run_dirs(tmp_path)[-1].name
-    tasks = {t["short"]: t for t in _status(tmp_path, env, run)["tasks"]}
+    run_dir = _run_dirs(tmp_path)[-1]
+    assert not (run_dir / "state.sqlite-wal").exists()  # closed: its log went into the database
+    tasks = {t["short"]: t for t in _status(tmp_path, env, run_dir.name)["tasks"]}
     assert tasks["001_ana"]["started"] < tasks["000_gen"]["ended"]
     assert tasks["001_ana"]["jobs"]["done"] == 3
     # As PanDA does: the same --outds again is refused before anything runs.

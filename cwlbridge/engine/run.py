@@ -283,7 +283,10 @@ def execute(
         for backend in backends.values():
             backend.close()
         store.close()
-    return _conclude(scheduler, state, info, interrupted, quiet=quiet, store=store)
+    try:
+        return _conclude(scheduler, state, info, interrupted, quiet=quiet, store=store)
+    finally:
+        state.close()  # the last checkpoint: no write-ahead log is left beside the state
 
 
 def _reset_for_retry(scheduler: Any, names: list[str]) -> None:
