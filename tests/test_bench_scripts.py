@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_VALIDATE = ROOT / "scripts" / "bench_validate"
@@ -73,7 +76,7 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
     profile = tmp_path / "engine.prof"
     done = subprocess.run(
         [
-            sys.executable, str(BENCH_ENGINE), "--sizes", "2,4", "--shapes", "chain", "--reps", "1",
+            sys.executable, str(BENCH_ENGINE), "--sizes", "2,4", "--shapes", "chain", "--reps", "3",
             "--cwltool-max-size", "1", "--profile", str(profile), "--profile-top", "5", "--json", "--cold",
             "--settle", "1",
         ],
@@ -84,8 +87,13 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
     assert [(c["shape"], c["steps"]) for c in result["cases"]] == [("chain", 2), ("chain", 4)]
     for case in result["cases"]:
         assert "cwltool" not in case and case["ratio_cwltool_over_cwlbridge"] is None
-        assert len(case["cwlbridge"]["wall_s"]) == 1 and case["shell"]["median_wall_s"] > 0
+        assert len(case["cwlbridge"]["wall_s"]) == 3 and case["shell"]["median_wall_s"] > 0
         assert case["floor"]["median_wall_s"] > 0 and "floor" in case["overhead_ms_per_step"]
+        # Paired: the median of each round's difference to the shell's run of the same round.
+        for tool in ("floor", "cwlbridge"):
+            differences = [a - b for a, b in zip(case[tool]["wall_s"], case["shell"]["wall_s"])]
+            paired = statistics.median(differences) / case["steps"] * 1000.0
+            assert case["overhead_ms_per_step"][tool] == pytest.approx(paired)
     assert result["marginal_ms_per_step"]["chain"]["cwlbridge"]["between"] == "2->4"
     assert {"target": "chain 4: cwlbridge faster than cwltool", "result": "n/a"} in result["targets"]
     assert profile.stat().st_size > 0
