@@ -233,6 +233,63 @@ def test_a_script_cut_short_runs_nothing(tmp_path: Path) -> None:
     assert (tmp_path / "job.jsonl").read_text() == '{"exit":0}\n'
 
 
+@pytest.mark.parametrize(
+    ("command", "isolated"),
+    [
+        ("python run.py --in a.root", False),
+        ("./run.sh %IN && cat ../x > y", False),
+        ("python -m pkg.exec; /usr/bin/exec --trap; echo .", False),
+        ("exec python run.py", True),
+        ("trap 'rm -f tmp' EXIT; ./a", True),
+        ("f() { return 1; }; f", True),
+        ("for i in 1 2; do break; done", True),
+        (". ./setup.sh; run", True),
+        ("cd x && source setup.sh", True),
+    ],
+)
+def test_which_commands_get_a_subshell(command: str, isolated: bool) -> None:
+    assert jobs.runs_in_a_subshell(command) is isolated
+
+
+_EXITS = {
+    # plain: in the wrapper itself, the EXIT trap records an ``exit``
+    "plain": ("echo out; echo err >&2; false", 1, "out\n"),
+    "exit": ("echo a; exit 7; echo b", 7, "a\n"),
+    "set -e": ("set -e; false; echo not reached", 1, ""),
+    "in a function": ("f() { exit 9; }; f", 9, ""),
+    # isolated in a subshell: what would get past the trap
+    "exec": ("exec sh -c 'echo replaced; exit 5'", 5, "replaced\n"),
+    "own trap": ("trap 'echo bye' EXIT; exit 4", 4, "bye\n"),
+    "return": ("echo r; return 6", 6, "r\n"),
+    "sourced exec": (". ./lib.sh; echo not reached", 3, "lib\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EXITS))
+def test_every_way_a_command_ends_records_its_exit_code(runner: JobRunner, tmp_path: Path, name: str) -> None:
+    command, code, out = _EXITS[name]
+    (tmp_path / "lib.sh").write_text("echo lib\nexec sh -c 'exit 3'\n")
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    runner.launch(job_dir, command, cwd=tmp_path, env=dict(os.environ))
+    _wait_for(runner, job_dir)
+    state = observe(job_dir)
+    assert (state.state, state.exit_code) == ("done", code)
+    assert Path(stdout_path(job_dir)).read_text() == out
+    lines = Path(log_path(job_dir)).read_text().splitlines()
+    assert [line for line in lines if line.startswith('{"exit"')] == [f'{{"exit":{code}}}']  # once
+
+
+def test_a_plain_command_runs_in_the_wrapper_without_a_subshell(runner: JobRunner, tmp_path: Path) -> None:
+    """The fork a subshell costs is saved: what the command starts is the wrapper's child."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    record = runner.launch(job_dir, "sh -c 'echo $PPID'; echo $$", cwd=tmp_path, env=dict(os.environ))
+    _wait_for(runner, job_dir)
+    assert Path(stdout_path(job_dir)).read_text() == f"{record.pid}\n{record.pid}\n"
+    assert observe(job_dir).exit_code == 0
+
+
 _LAUNCH_AND_CRASH = textwrap.dedent(
     """
     import os, signal, sys
