@@ -424,8 +424,10 @@ def test_cancel_kills_every_job_and_its_process_tree(backend: LocalBackend, tmp_
     spec = dataclasses_replace_env(_spec(task, tmp_path, sandbox), TESTMARK=token)
     handle = backend.submit(spec)
     try:
+        # Per job: its wrapper (which runs the command), the two sleeps it leaves behind and
+        # the one it waits for, which may start a moment after the job says it is ready.
         deadline = time.monotonic() + 30
-        while len(list(ready.iterdir())) < 3 and time.monotonic() < deadline:
+        while (len(list(ready.iterdir())) < 3 or len(_processes_with(token)) < 3 * 4) and time.monotonic() < deadline:
             backend.wait(0.1)
         assert len(_processes_with(token)) >= 3 * 4
         backend.cancel(handle)
