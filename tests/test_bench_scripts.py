@@ -88,6 +88,7 @@ def test_bench_engine_json_without_cwltool_and_with_a_profile(tmp_path: Path) ->
     for case in result["cases"]:
         assert "cwltool" not in case and case["ratio_cwltool_over_cwlbridge"] is None
         assert len(case["cwlbridge"]["wall_s"]) == 3 and case["shell"]["median_wall_s"] > 0
+        assert len(case["cwlbridge"]["steal_s"]) == 3 and min(case["shell"]["steal_s"]) >= 0  # /proc/stat
         assert case["floor"]["median_wall_s"] > 0 and "floor" in case["overhead_ms_per_step"]
         # Paired: the median of each round's difference to the shell's run of the same round.
         for tool in ("floor", "cwlbridge"):
