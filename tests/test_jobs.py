@@ -144,7 +144,15 @@ def test_the_command_runs_as_sh_c_would_run_it(tmp_path: Path, runner: JobRunner
         "syntax": ("if then fi", 2, ""),
         "empty": ("", 0, ""),
         "trap": ("trap 'echo cleaned up' EXIT; echo work; exit 4", 4, "work\ncleaned up\n"),
+        # run in the wrapper itself, where an EXIT trap records the code of an ``exit``
+        "plain": ("echo out; echo err >&2; false", 1, "out\n"),
+        "set -e": ("set -e; false; echo not reached", 1, ""),
+        "in a function": ("f() { exit 9; }; f", 9, ""),
+        # isolated in a subshell, as what would get past that trap
+        "return": ("echo r; return 6", 6, "r\n"),
+        "sourced exec": (". ./lib.sh; echo not reached", 3, "lib\n"),
     }
+    (tmp_path / "lib.sh").write_text("echo lib\nexec sh -c 'exit 3'\n")
     for name, (command, _, _) in cases.items():
         (tmp_path / name).mkdir()
         runner.launch(tmp_path / name, command, cwd=tmp_path, env=os.environ)
@@ -154,8 +162,11 @@ def test_the_command_runs_as_sh_c_would_run_it(tmp_path: Path, runner: JobRunner
         pending -= set(runner.wait(1.0))
     assert not pending, f"{pending} did not end in time"
     for name, (_, code, out) in cases.items():
-        got = (observe(tmp_path / name).exit_code, Path(stdout_path(tmp_path / name)).read_text())
-        assert got == (code, out), name
+        state = observe(tmp_path / name)
+        got = (state.state, state.exit_code, Path(stdout_path(tmp_path / name)).read_text())
+        assert got == ("done", code, out), name
+        lines = Path(log_path(tmp_path / name)).read_text().splitlines()
+        assert [line for line in lines if line.startswith('{"exit"')] == [f'{{"exit":{code}}}'], name  # once
 
 
 def test_a_job_runs_with_default_signal_handling(tmp_path: Path, runner: JobRunner) -> None:
@@ -249,35 +260,6 @@ def test_a_script_cut_short_runs_nothing(tmp_path: Path) -> None:
 )
 def test_which_commands_get_a_subshell(command: str, isolated: bool) -> None:
     assert jobs.runs_in_a_subshell(command) is isolated
-
-
-_EXITS = {
-    # plain: in the wrapper itself, the EXIT trap records an ``exit``
-    "plain": ("echo out; echo err >&2; false", 1, "out\n"),
-    "exit": ("echo a; exit 7; echo b", 7, "a\n"),
-    "set -e": ("set -e; false; echo not reached", 1, ""),
-    "in a function": ("f() { exit 9; }; f", 9, ""),
-    # isolated in a subshell: what would get past the trap
-    "exec": ("exec sh -c 'echo replaced; exit 5'", 5, "replaced\n"),
-    "own trap": ("trap 'echo bye' EXIT; exit 4", 4, "bye\n"),
-    "return": ("echo r; return 6", 6, "r\n"),
-    "sourced exec": (". ./lib.sh; echo not reached", 3, "lib\n"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(_EXITS))
-def test_every_way_a_command_ends_records_its_exit_code(runner: JobRunner, tmp_path: Path, name: str) -> None:
-    command, code, out = _EXITS[name]
-    (tmp_path / "lib.sh").write_text("echo lib\nexec sh -c 'exit 3'\n")
-    job_dir = tmp_path / "job"
-    job_dir.mkdir()
-    runner.launch(job_dir, command, cwd=tmp_path, env=dict(os.environ))
-    _wait_for(runner, job_dir)
-    state = observe(job_dir)
-    assert (state.state, state.exit_code) == ("done", code)
-    assert Path(stdout_path(job_dir)).read_text() == out
-    lines = Path(log_path(job_dir)).read_text().splitlines()
-    assert [line for line in lines if line.startswith('{"exit"')] == [f'{{"exit":{code}}}']  # once
 
 
 def test_a_plain_command_runs_in_the_wrapper_without_a_subshell(runner: JobRunner, tmp_path: Path) -> None:

@@ -36,7 +36,6 @@ def test_spawn_gives_a_new_session_stdin_and_default_signals(
             ["/bin/sh", "-c", f'read line; echo "$line $MYVAR $$" > {out}; sleep 30'],
             {"MYVAR": "v1", "PATH": os.environ["PATH"]},
             stdin=read_end,
-            devnull_out=True,
             default_signals=[signal.SIGPIPE],
         )
     finally:
@@ -62,7 +61,7 @@ def test_spawn_reports_what_cannot_start(tmp_path: Path) -> None:
     try:
         with pytest.raises(OSError) as caught:
             spawning.spawn(
-                str(tmp_path / "missing"), ["missing"], {}, stdin=read_end, devnull_out=True, default_signals=[]
+                str(tmp_path / "missing"), ["missing"], {}, stdin=read_end, default_signals=[]
             )
     finally:
         os.close(read_end)
@@ -87,7 +86,7 @@ def test_other_threads_run_while_a_process_is_being_started(tmp_path: Path) -> N
         pids = []
         def start():
             r, w = os.pipe()
-            pids.append(spawning.spawn("/bin/true", ["/bin/true"], {{}}, stdin=r, devnull_out=True, default_signals=[]))
+            pids.append(spawning.spawn("/bin/true", ["/bin/true"], {{}}, stdin=r, default_signals=[]))
         helper = threading.Thread(target=start)
         helper.start()
         time.sleep(0.3)  # the helper is in the spawn by now, blocked until the FIFO has a reader

@@ -556,7 +556,7 @@ class JobRunner:
             with self._ahead:
                 while not self._closing and (self._wanted is None or len(self._ready) >= self._wanted[1]):
                     self._ahead.wait()
-                if self._closing or self._wanted is None:
+                if self._closing or self._wanted is None:  # the latter only for mypy: closing
                     return
                 env = self._wanted[0]
             try:
@@ -594,7 +594,7 @@ class JobRunner:
         feed_r, feed_w = os.pipe()
         try:
             argv = [_SH, "-c", _WRAPPER, _SH]
-            pid = spawning.spawn(_SH, argv, environ, stdin=feed_r, devnull_out=True, default_signals=_DEFAULT_SIGNALS)
+            pid = spawning.spawn(_SH, argv, environ, stdin=feed_r, default_signals=_DEFAULT_SIGNALS)
         except OSError as exc:
             os.close(feed_w)
             where = f" in {job}" if job is not None else ""

@@ -81,23 +81,21 @@ def spawn(
     env: Mapping[str, str],
     *,
     stdin: int,
-    devnull_out: bool,
     default_signals: Sequence[int],
 ) -> int:
     """Start ``path`` with ``argv`` and ``env`` in a new session; its pid.
 
-    ``stdin`` becomes the child's standard input; with ``devnull_out`` its stdout and stderr
-    go to /dev/null; ``default_signals`` get their default handling in the child.  An
+    ``stdin`` becomes the child's standard input, its stdout and stderr go to /dev/null;
+    ``default_signals`` get their default handling in the child.  An
     ``OSError`` when the process cannot be started.
     """
     libc = _glibc()
     if libc is None:
-        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [(os.POSIX_SPAWN_DUP2, stdin, 0)]
-        if devnull_out:
-            actions += [
-                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-            ]
+        actions = [
+            (os.POSIX_SPAWN_DUP2, stdin, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+        ]
         return os.posix_spawn(
             path, list(argv), dict(env), file_actions=actions, setsid=True, setsigdef=tuple(default_signals)
         )
@@ -114,10 +112,8 @@ def spawn(
         _check(libc.posix_spawnattr_init(attr))
         try:
             _check(libc.posix_spawn_file_actions_adddup2(actions_buf, stdin, 0))
-            if devnull_out:
-                null = encode(os.devnull)
-                for fd in (1, 2):
-                    _check(libc.posix_spawn_file_actions_addopen(actions_buf, fd, null, os.O_WRONLY, 0))
+            for fd in (1, 2):
+                _check(libc.posix_spawn_file_actions_addopen(actions_buf, fd, encode(os.devnull), os.O_WRONLY, 0))
             libc.sigemptyset(sigset)
             for signum in default_signals:
                 libc.sigaddset(sigset, int(signum))
