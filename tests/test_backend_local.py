@@ -13,7 +13,7 @@ import tarfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -424,12 +424,20 @@ def test_cancel_kills_every_job_and_its_process_tree(backend: LocalBackend, tmp_
     spec = dataclasses_replace_env(_spec(task, tmp_path, sandbox), TESTMARK=token)
     handle = backend.submit(spec)
     try:
-        # Per job: its wrapper (which runs the command), the two sleeps it leaves behind and
-        # the one it waits for, which may start a moment after the job says it is ready.
+        # Per job: its wrapper (which runs the command and names the ready file after its pid),
+        # the two sleeps it leaves behind and the one it waits for.  Counted by what each process
+        # is, not by how many carry the token: a subshell or a touch may be alive for a moment.
+        sleeps = sorted([f"sleep {n}" for n in (300, 301, 302)] * 3)
         deadline = time.monotonic() + 30
-        while (len(list(ready.iterdir())) < 3 or len(_processes_with(token)) < 3 * 4) and time.monotonic() < deadline:
+        while True:
+            alive = _processes_with(token)
+            wrappers = {int(p.name) for p in ready.iterdir()}
+            started = sorted(c for c in _command_lines(alive) if c.startswith("sleep "))
+            if (len(wrappers) == 3 and started == sleeps) or time.monotonic() > deadline:
+                break
             backend.wait(0.1)
-        assert len(_processes_with(token)) >= 3 * 4
+        assert len(wrappers) == 3 and wrappers <= set(alive)
+        assert started == sleeps
         backend.cancel(handle)
         assert _processes_with(token) == []
         status = backend.poll([handle])[handle]
@@ -452,6 +460,36 @@ def dataclasses_replace_env(spec: TaskSpec, **env: str) -> TaskSpec:
     import dataclasses
 
     return dataclasses.replace(spec, env={**spec.env, **env})
+
+
+def _what_jobs_left(task: Path) -> str:
+    """Every file a task's jobs left beside their directories, with its text (for a failure)."""
+    lines = []
+    for path in sorted(task.glob("*.*")):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            lines.append(f"{path.name}: {text!r}")
+            if path.suffix == ".jsonl" and text.startswith("{"):
+                pid = json.loads(text.splitlines()[0])["pid"]
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                    environ = Path(f"/proc/{pid}/environ").read_bytes().count(b"CWLBRIDGE_JOB_MARK")
+                    lines.append(f"  pid {pid}: {stat.strip()} / mark in environ: {environ}")
+                except OSError as exc:
+                    lines.append(f"  pid {pid}: {exc}")
+    return "\n".join(lines)
+
+
+def _command_lines(pids: Iterable[int]) -> list[str]:
+    """The command lines of processes, arguments joined by spaces ("" for one that is gone)."""
+    lines = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                lines.append(handle.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            lines.append("")
+    return lines
 
 
 def _processes_with(token: str) -> list[int]:
@@ -708,7 +746,8 @@ def test_a_fresh_backend_adopts_running_jobs_and_starts_the_rest(
     first.close()  # as if cwlbridge stopped: the two jobs keep running
     second = LocalBackend(store, jobs=2, containers="never", say=lambda m: None)
     try:
-        assert [j.phase for j in second.poll([handle])[handle].jobs] == ["running", "running", "pending"]
+        phases = [j.phase for j in second.poll([handle])[handle].jobs]
+        assert phases == ["running", "running", "pending"], _what_jobs_left(Path(handle))
         release.touch()
         status = _run(second, handle)
     finally:
