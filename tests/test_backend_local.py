@@ -20,8 +20,8 @@ import pytest
 
 from cwlbridge.backends.base import FINAL_PHASES, TaskSpec, TaskStatus
 from cwlbridge.backends.containers import container_command, find_container_engine
-from cwlbridge.backends.jobs import JobRecord, observe
-from cwlbridge.backends.local import LocalBackend, output_file_name
+from cwlbridge.backends.jobs import JobRecord, observe, read_log
+from cwlbridge.backends.local import LocalBackend, lfn_prefix, output_file_name
 from cwlbridge.backends.sandbox import SANDBOX_MAX_BYTES, Sandbox
 from cwlbridge.backends.splitting import (
     InputFile,
@@ -777,6 +777,41 @@ def test_a_job_that_ended_while_nobody_watched_is_not_run_again(
     assert status.phase == "finished"
     assert count.read_text() == "x\n"
     assert second.outputs(handle) == [f"{task.name}_out.root/"]
+
+
+def test_the_note_of_stored_outputs_waits_for_the_engine_to_wait_and_is_not_needed(
+    store: LocalStore, tmp_path: Path, sandbox: Path
+) -> None:
+    """The note that a job's outputs are stored is written once the backend waits (off the
+    path from one job's end to the next start); a process that dies before that leaves a job
+    that a later backend registers again, to the same result."""
+    task = _task("echo out > out.root", "--outputs out.root")
+    first = LocalBackend(store, containers="never", say=lambda m: None)
+    try:
+        handle = first.submit(_spec(task, tmp_path, sandbox))
+        deadline = time.monotonic() + 30
+        while (status := first.poll([handle])[handle]).phase not in FINAL_PHASES and time.monotonic() < deadline:
+            time.sleep(0.01)  # polls only: never waits
+        assert status.phase == "finished"
+        job = Path(handle) / "000001.1"
+        assert [n for n in read_log(job).notes if "outputs" in n] == []
+        # As if the first process died here: a fresh backend finds the job done, without the note.
+        second = LocalBackend(store, containers="never", say=lambda m: None)
+        try:
+            again = second.poll([handle])[handle]
+            assert again.phase == "finished" and again.jobs[0].bytes_out == status.jobs[0].bytes_out == 4
+            assert second.outputs(handle) == first.outputs(handle) == [f"{task.name}_out.root/"]
+        finally:
+            second.close()
+        notes = [n for n in read_log(job).notes if "outputs" in n]
+        assert len(notes) == 1 and notes[0]["outputs"] == {
+            f"{task.name}_out.root/": [output_file_name(lfn_prefix(task.name), 7, 1, "out.root")]
+        }
+        first.wait(0)
+        assert len([n for n in read_log(job).notes if "outputs" in n]) == 2  # each process wrote its own
+    finally:
+        first.close()
+    assert [f.name for f in store.list(f"{task.name}_out.root/")] == notes[0]["outputs"][f"{task.name}_out.root/"]
 
 
 _SUBMIT_AND_CRASH = textwrap.dedent(

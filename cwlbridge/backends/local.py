@@ -318,6 +318,7 @@ class LocalBackend(Backend):
         self._made_tasks: dict[str, float] = {}
         self._made_jobs: dict[str, float] = {}
         self._sandboxed: set[str] = set()
+        self._notes_due: list[tuple[Path, dict[str, Any]]] = []  # see _register_outputs
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -427,6 +428,7 @@ class LocalBackend(Backend):
         due = [j.not_before for _, j in self._queue if j.not_before > now]
         if due and len(self._running) < self.jobs:
             timeout = min(timeout, max(0.0, min(due) - now))
+        self._write_notes()
         if self._running and self._last_env is not None:
             # Idle until a job ends: a shell for the next one, waiting for its script, so that
             # its start does not wait for a shell to start.
@@ -437,7 +439,15 @@ class LocalBackend(Backend):
         self._finish_ended(ended or self._runner.wait(timeout))
         self._launch()
 
+    def _write_notes(self) -> None:
+        """Append the notes of stored outputs that wait (see _register_outputs)."""
+        due, self._notes_due = self._notes_due, []
+        for work, note in due:
+            with contextlib.suppress(OSError):  # a job without one is only registered again
+                append_note(work, note)
+
     def close(self) -> None:
+        self._write_notes()
         self._runner.close()
         self._running.clear()
         self._queue.clear()
@@ -925,8 +935,10 @@ class LocalBackend(Backend):
             stored = self.store.add(dataset, items)
             produced[dataset] = [s.name for s in stored]
             total += sum(s.size for s in stored)
-        # Written again (store.add is idempotent) if this process dies before the note is whole.
-        append_note(work, {"outputs": produced, "bytes": total, "ended": job.ended})
+        # The note only spares a later process this registration (store.add is idempotent, and
+        # a job that ended without one is registered again), so it is written once the engine
+        # waits (see _write_notes), not between a job's end and the start of the next.
+        self._notes_due.append((work, {"outputs": produced, "bytes": total, "ended": job.ended}))
         job.produced, job.bytes_out, job.phase, job.message = produced, total, "finished", ""
 
     def _read_outputs(self, job: _Job, note: Mapping[str, Any]) -> None:

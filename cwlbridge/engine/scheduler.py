@@ -114,19 +114,22 @@ def _format_value(value: Any) -> str:
 
 
 def map_task(task: Task, fill: Callable[[str], str]) -> Task:
-    """A copy of ``task`` with ``fill`` applied to every name and command it carries."""
-    return dataclasses.replace(
-        task,
-        name=fill(task.name),
-        in_ds=[fill(d) for d in task.in_ds],
-        secondary_ds=[fill(d) for d in task.secondary_ds],
-        exec=fill(task.exec) if task.exec is not None else None,
-        args=fill(task.args) if task.args is not None else None,
-        output_datasets=[fill(d) for d in task.output_datasets],
-        parents=[Parent(fill(p.task), p.link) for p in task.parents],
-        condition=fill(task.condition) if task.condition else None,
-        condition_inputs={k: [[fill(n) for n in el] for el in v] for k, v in task.condition_inputs.items()},
-    )
+    """A copy of ``task`` with ``fill`` applied to every name and command it carries (``task``
+    itself when that changes nothing, as for every task outside a loop)."""
+    changes: dict[str, Any] = {
+        "name": fill(task.name),
+        "in_ds": [fill(d) for d in task.in_ds],
+        "secondary_ds": [fill(d) for d in task.secondary_ds],
+        "exec": fill(task.exec) if task.exec is not None else None,
+        "args": fill(task.args) if task.args is not None else None,
+        "output_datasets": [fill(d) for d in task.output_datasets],
+        "parents": [Parent(fill(p.task), p.link) for p in task.parents],
+        "condition": fill(task.condition) if task.condition else None,
+        "condition_inputs": {k: [[fill(n) for n in el] for el in v] for k, v in task.condition_inputs.items()},
+    }
+    if all(value == getattr(task, field) for field, value in changes.items()):
+        return task
+    return dataclasses.replace(task, **changes)
 
 
 def concrete_task(task: Task, iteration: int, variables: Mapping[str, Any]) -> Task:
