@@ -656,6 +656,33 @@ def test_tasks_made_ahead_but_never_submitted_leave_nothing_behind(
     assert Path(handle, "task.json").is_file()
 
 
+def test_a_task_is_made_ahead_one_file_operation_at_a_time_and_completed_when_it_is_used(
+    backend: LocalBackend, tmp_path: Path, sandbox: Path
+) -> None:
+    """Between two operations the engine can handle a job's end; a task submitted while its
+    directories are half made gets the rest made first (nothing missing, nothing twice)."""
+    task = _task("./show.sh $(cat conf/settings.txt) && cat chain.cwl > out.root", "--outputs out.root")
+    spec = _spec(task, tmp_path, sandbox)
+    job = spec.workdir / "000001.1"
+    backend.expect(task, spec.workdir, sandbox)
+    assert backend._make_next_ahead()
+    assert spec.workdir.is_dir() and sorted(p.name for p in spec.workdir.iterdir()) == []
+    assert backend._make_next_ahead()
+    assert sorted(p.name for p in spec.workdir.iterdir()) == [".task.json.tmp"]
+    assert backend._make_next_ahead()
+    assert job.is_dir() and list(job.iterdir()) == []
+    assert backend._make_next_ahead()
+    assert sorted(p.name for p in job.iterdir()) == ["chain.cwl", "conf", "show.sh"]
+    assert not Path(f"{job}.jsonl").exists()
+    handle = backend.submit(spec)
+    status = _run(backend, handle)
+    assert status.phase == "finished" and [j.attempts for j in status.jobs] == [1]
+    assert _stdouts(handle) == ["show: alpha=1\n"]
+    made = sorted(p.name for p in spec.workdir.iterdir())
+    assert made == ["000001.1", "000001.1.jsonl", "000001.1.stderr", "000001.1.stdout", "task.json"]
+    assert not backend._make_next_ahead()  # nothing else was expected
+
+
 def test_the_sandbox_is_read_once_as_pchain_uploads_it_once(store: LocalStore, tmp_path: Path, sandbox: Path) -> None:
     settings = sandbox / "conf" / "settings.txt"
     first = LocalBackend(store, containers="never", say=lambda m: None)

@@ -29,7 +29,8 @@ the backend would only wait, it makes ahead what the next jobs in its queue need
 directory with the sandbox copied in, and its empty log, stdout and stderr), and then the
 same for the tasks the scheduler says may come next (``expect``: a submitted task's
 children), with the task's directory and an empty ``task.json`` temporary name: a few jobs
-and tasks ahead, one at a time, and never while a job's end waits to be handled.  When the
+and tasks ahead, one file operation at a time, and never while a job's end waits to be
+handled (the next operation waits until it is).  When the
 job starts, only contents remain to be written.  An empty log is no record (the job counts
 as never started), so a directory made ahead is also what a crash before the job's start
 would have left.  What was made for jobs or tasks that never started (cancelled, skipped)
@@ -51,7 +52,7 @@ import shutil
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,7 @@ class LocalBackend(Backend):
         self._made_jobs: dict[str, float] = {}
         self._sandboxed: set[str] = set()
         self._notes_due: list[tuple[Path, dict[str, Any]]] = []  # see _register_outputs
+        self._making: _Making | None = None  # what is being made ahead, step by step
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -326,6 +328,7 @@ class LocalBackend(Backend):
         workdir = Path(os.path.abspath(spec.workdir))
         handle = str(workdir)
         self._expected.pop(handle, None)
+        self._finish_making(handle)
         made = self._made_tasks.pop(handle, None) is not None
         if handle in self._runs or (workdir / TASK_FILE).is_file():
             found = self._load(handle)
@@ -448,6 +451,9 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self._write_notes()
+        if self._making is not None:  # what it made so far is removed below, as unused
+            self._making.steps.close()
+            self._making = None
         self._runner.close()
         self._running.clear()
         self._queue.clear()
@@ -468,21 +474,39 @@ class LocalBackend(Backend):
         self._sandboxed.clear()
 
     def _make_next_ahead(self) -> bool:
-        """Make what the next job to start, or else the next expected task, needs created
-        (see the module); False when there is nothing (more) to make now.
+        """Do the next file operation of what is made ahead for the next job to start, or else
+        for the next expected task (see the module); False when there is nothing (more) to make.
 
-        At most twice ``jobs`` job directories and ``jobs`` tasks made in the last
-        ``_AHEAD_HOLD`` seconds wait for use: what a skipped task never used stops counting.
+        One operation at a time, so that the caller notices a job's end between two of them
+        (on a slow disk a task's directories and files take milliseconds together).  At most
+        twice ``jobs`` job directories and ``jobs`` tasks made in the last ``_AHEAD_HOLD``
+        seconds wait for use: what a skipped task never used stops counting.
         """
+        if self._making is None:
+            self._making = self._next_to_make()
+            if self._making is None:
+                return False
+        if next(self._making.steps, _DONE) is _DONE:
+            self._making = None
+        return True
+
+    def _finish_making(self, path: str) -> None:
+        """Complete what is being made ahead if ``path`` (a task's or a job's directory) is part
+        of it: it is about to be used."""
+        if self._making is not None and path in self._making.paths:
+            for _ in self._making.steps:
+                pass
+            self._making = None
+
+    def _next_to_make(self) -> _Making | None:
         now = time.monotonic()
         if _recent(self._made_jobs, now) >= 2 * self.jobs:
-            return False
+            return None
         for run, job in itertools.islice(self._queue, self.jobs):
             if job.phase == "pending" and not (job.attempts or job.reuse_attempt or run.previous or run.cancelled):
                 work = os.path.join(run.workdir, _job_dir_name(job.index, 1))
                 if work not in self._made_jobs:
-                    self._make_job_ahead(run.sandbox, run.name, work, now)
-                    return True
+                    return _Making((work,), self._job_ahead(run.sandbox, run.name, work, now))
         while self._expected and _recent(self._made_tasks, now) < self.jobs:
             workdir = next(iter(self._expected))
             name, root = self._expected.pop(workdir)
@@ -491,19 +515,29 @@ class LocalBackend(Backend):
             except OSError:
                 continue  # made before (a resumed run) or not makeable: submit sees to it
             self._made_tasks[workdir] = now
-            with contextlib.suppress(OSError):
-                empty_file(_tmp_name(os.path.join(workdir, TASK_FILE)))
-            self._make_job_ahead(root, name, os.path.join(workdir, _job_dir_name(0, 1)), now)
-            return True
-        return False
+            first = os.path.join(workdir, _job_dir_name(0, 1))
+            return _Making((workdir, first), self._task_ahead(workdir, root, name, first, now))
+        return None
 
-    def _make_job_ahead(self, root: Path, name: str, job: str, now: float) -> None:
-        """A job's directory with the sandbox in it and its empty files, before it starts."""
+    def _task_ahead(self, workdir: str, root: Path, name: str, job: str, now: float) -> Generator[None, None, None]:
+        """The rest of a task made ahead, after its directory: the empty temporary name of its
+        ``task.json`` and its first job's directory; one file operation per step."""
+        yield  # the directory itself was the first
+        with contextlib.suppress(OSError):
+            empty_file(_tmp_name(os.path.join(workdir, TASK_FILE)))
+        yield
+        yield from self._job_ahead(root, name, job, now)
+
+    def _job_ahead(self, root: Path, name: str, job: str, now: float) -> Generator[None, None, None]:
+        """A job's directory with the sandbox in it and its empty files, before it starts; one
+        file operation per step (the sandbox copy counts as one)."""
         self._made_jobs[job] = now
         try:
             os.mkdir(job)
+            yield
             self._copy_sandbox(self._sandbox(root), Path(job), name)
             for path in _job_files(job):
+                yield
                 empty_file(path)
         except (CwlbridgeError, OSError):
             return  # what is missing is made when the job starts
@@ -809,6 +843,7 @@ class LocalBackend(Backend):
         try:
             sandbox = self._sandbox(run.sandbox)
             made = str(work)
+            self._finish_making(made)
             self._made_jobs.pop(made, None)
             if made in self._sandboxed:  # made ahead: only a shared copy changed since needs a new link
                 self._sandboxed.discard(made)
@@ -1134,6 +1169,17 @@ def _recent(made: dict[str, float], now: float) -> int:
             break
         count += 1
     return count
+
+
+@dataclass
+class _Making:
+    """Something being made ahead: the directories it makes, and its remaining steps."""
+
+    paths: tuple[str, ...]
+    steps: Generator[None, None, None]
+
+
+_DONE = object()
 
 
 def _job_files(job: str) -> tuple[str, str, str]:
