@@ -20,7 +20,7 @@ import pytest
 
 from cwlbridge.backends.base import FINAL_PHASES, TaskSpec, TaskStatus
 from cwlbridge.backends.containers import container_command, find_container_engine
-from cwlbridge.backends.jobs import JobRecord, observe, read_log
+from cwlbridge.backends.jobs import JobRecord, is_job_wrapper, observe, read_log
 from cwlbridge.backends.local import LocalBackend, lfn_prefix, output_file_name
 from cwlbridge.backends.sandbox import SANDBOX_MAX_BYTES, Sandbox
 from cwlbridge.backends.splitting import (
@@ -470,13 +470,13 @@ def _what_jobs_left(task: Path) -> str:
             text = path.read_text(errors="replace")
             lines.append(f"{path.name}: {text!r}")
             if path.suffix == ".jsonl" and text.startswith("{"):
-                pid = json.loads(text.splitlines()[0])["pid"]
+                record = json.loads(text.splitlines()[0])
+                pid = record["pid"]
                 try:
-                    stat = Path(f"/proc/{pid}/stat").read_text()
-                    environ = Path(f"/proc/{pid}/environ").read_bytes().count(b"CWLBRIDGE_JOB_MARK")
-                    lines.append(f"  pid {pid}: {stat.strip()} / mark in environ: {environ}")
+                    stat = Path(f"/proc/{pid}/stat").read_text().strip()
                 except OSError as exc:
-                    lines.append(f"  pid {pid}: {exc}")
+                    stat = str(exc)
+                lines.append(f"  pid {pid}: {stat} / is_job_wrapper: {is_job_wrapper(pid, record['mark'])}")
     return "\n".join(lines)
 
 
