@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,27 @@ def _check_sources(wf: Workflow, step: Step, steps: dict[str, Step], findings: F
                 )
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# CWL's scalar type names and how a YAML literal is checked against each; other names pass.
+_SCALAR_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "null": lambda value: value is None,
+    "string": lambda value: isinstance(value, str),
+    "int": _is_int,
+    "long": _is_int,
+    "float": _is_number,
+    "double": _is_number,
+    "boolean": lambda value: isinstance(value, bool),
+    "Any": lambda value: value is not None,
+}
+
+
 def _type_matches(declared: Any, value: Any) -> bool:
     """Whether a literal fits a CWL type (string, int, float, boolean, null, arrays, unions)."""
     if isinstance(declared, list):
@@ -151,17 +173,8 @@ def _type_matches(declared: Any, value: Any) -> bool:
         return value is None or _type_matches(declared[:-1], value)
     if declared.endswith("[]"):
         return isinstance(value, list) and all(_type_matches(declared[:-2], v) for v in value)
-    checks = {
-        "null": value is None,
-        "string": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "long": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "double": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "boolean": isinstance(value, bool),
-        "Any": value is not None,
-    }
-    return checks.get(declared, True)
+    check = _SCALAR_CHECKS.get(declared)
+    return True if check is None else check(value)
 
 
 def _type_text(declared: Any) -> str:
