@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
-import threading
 from collections.abc import Mapping, Sequence
 
 _SETSIGDEF = 0x04
@@ -27,47 +27,38 @@ _FILE_ACTIONS_BYTES = 512
 _ATTR_BYTES = 1024
 _SIGSET_BYTES = 128
 
-_lock = threading.Lock()
-_libc: ctypes.CDLL | None = None
-_checked = False
 
-
+@functools.cache  # found once; two threads asking at once both find the same library
 def _glibc() -> ctypes.CDLL | None:
-    global _libc, _checked
-    with _lock:
-        if _checked:
-            return _libc
-        _checked = True
-        try:
-            name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # type: ignore[union-attr]
-            major, minor = (int(part) for part in version.split(".")[:2])
-        except (AttributeError, OSError, TypeError, ValueError):
-            return None  # not glibc
-        if name != "glibc" or (major, minor) < (2, 26):
-            return None
-        path = ctypes.util.find_library("c")
-        if path is None:
-            return None
-        try:
-            libc = ctypes.CDLL(path, use_errno=True)  # CDLL calls let the GIL go
-            for symbol in (
-                "posix_spawn",
-                "posix_spawnattr_init",
-                "posix_spawnattr_setflags",
-                "posix_spawnattr_setsigdefault",
-                "posix_spawnattr_destroy",
-                "posix_spawn_file_actions_init",
-                "posix_spawn_file_actions_adddup2",
-                "posix_spawn_file_actions_addopen",
-                "posix_spawn_file_actions_destroy",
-                "sigemptyset",
-                "sigaddset",
-            ):
-                getattr(libc, symbol)
-        except (OSError, AttributeError):
-            return None
-        _libc = libc
-        return libc
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # type: ignore[union-attr]
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except (AttributeError, OSError, TypeError, ValueError):
+        return None  # not glibc
+    if name != "glibc" or (major, minor) < (2, 26):
+        return None
+    path = ctypes.util.find_library("c")
+    if path is None:
+        return None
+    try:
+        libc = ctypes.CDLL(path, use_errno=True)  # CDLL calls let the GIL go
+        for symbol in (
+            "posix_spawn",
+            "posix_spawnattr_init",
+            "posix_spawnattr_setflags",
+            "posix_spawnattr_setsigdefault",
+            "posix_spawnattr_destroy",
+            "posix_spawn_file_actions_init",
+            "posix_spawn_file_actions_adddup2",
+            "posix_spawn_file_actions_addopen",
+            "posix_spawn_file_actions_destroy",
+            "sigemptyset",
+            "sigaddset",
+        ):
+            getattr(libc, symbol)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def available() -> bool:

@@ -127,7 +127,7 @@ def map_task(task: Task, fill: Callable[[str], str]) -> Task:
         "condition": fill(task.condition) if task.condition else None,
         "condition_inputs": {k: [[fill(n) for n in el] for el in v] for k, v in task.condition_inputs.items()},
     }
-    if all(value == getattr(task, field) for field, value in changes.items()):
+    if all(value == getattr(task, name) for name, value in changes.items()):
         return task
     return dataclasses.replace(task, **changes)
 
