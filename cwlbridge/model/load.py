@@ -393,11 +393,16 @@ class ChainLoader:
                 continue
             run = entry["run"]
             builtin = builtin_type(run)
-            known_sub = builtin is None and run.endswith(".cwl") and os.path.isfile(
-                os.path.join(os.path.dirname(path), run)
+            sub = os.path.join(os.path.dirname(path), run)
+            # A sub-workflow that failed to load (an alias bomb, say) is not handed to cwl-utils.
+            known_sub = (
+                builtin is None
+                and run.endswith(".cwl")
+                and os.path.isfile(sub)
+                and self._cache.get(os.path.realpath(sub)) is not None
             )
             if known_sub:
-                subs.append(os.path.join(os.path.dirname(path), run))
+                subs.append(sub)
             else:
                 # Problems with run: were reported above; point cwl-utils at a real tool.
                 saved.append((entry, run))

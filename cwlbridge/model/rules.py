@@ -346,7 +346,7 @@ def read_inputs(wf: Workflow, inputs_path: str | None, findings: Findings) -> di
         try:
             doc = load_yaml(inputs_path)
         except InputFileError as err:
-            findings.error(err.pos or SourcePos(inputs_path), err.message)
+            findings.error(err.pos or SourcePos(inputs_path), err.message, hint=err.hint)
             doc = None
         else:
             if doc is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -28,6 +29,106 @@ _NULL = {"", "~", "null", "Null", "NULL"}
 _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOATS = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+
+
+#: How many nodes aliases may add to a document.  Aliases that expand to more are an "alias
+#: bomb" (a few hundred bytes that grow to billions of nodes for whoever walks the tree).
+MAX_ALIAS_NODES = 100_000
+#: Text that may hold an anchor (``&name`` starting a node; not a shell's ``&&`` or `` & ``).
+_ANCHOR = re.compile(r"(?:^|[\s\[\]{},])&[^\s&,\[\]{}]")
+
+
+def _needs_check(text: str) -> bool:
+    """Whether ``text`` may hold an anchor or a long integer; checking costs a third of a load."""
+    limit = sys.get_int_max_str_digits()
+    return bool(_ANCHOR.search(text)) or bool(limit and re.search(f"[0-9]{{{limit + 1}}}", text))
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _mark_pos(node: Node, path: str) -> SourcePos:
+    return SourcePos(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def check_nodes(root: Node, path: str) -> None:
+    """Refuse a composed document that aliases blow up, or with integers Python cannot read.
+
+    Counts each distinct node once (linear in the text), so the check itself is safe: the
+    expanded size of a node is worked out from its children's, not by walking the copies.
+    """
+    limit = sys.get_int_max_str_digits()
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # expanded but not finished: the current node's ancestors
+    shared: dict[int, Node] = {}  # nodes reached through more than one parent (aliases)
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            continue
+        if key in sizes:
+            shared[key] = node
+            continue
+        if key in open_nodes:
+            raise InputFileError("a YAML alias refers to a node that contains it", pos=_mark_pos(node, path))
+        if isinstance(node, ScalarNode):
+            value: str = node.value
+            digits = len(value.lstrip("+-"))
+            if not node.style and limit and digits > limit and _INT.fullmatch(value):
+                raise InputFileError(
+                    f"an integer of {digits} digits is longer than Python reads ({limit} digits)",
+                    pos=_mark_pos(node, path),
+                    hint="quote it to keep it as a string",
+                )
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in reversed(_children(node)):
+            if id(child) in sizes:
+                shared[id(child)] = child
+            else:
+                stack.append((child, False))
+    added = sizes[id(root)] - len(sizes)
+    if added > MAX_ALIAS_NODES:
+        biggest = max(shared.values(), key=lambda n: sizes[id(n)], default=root)
+        raise InputFileError(
+            f"YAML aliases expand this document by {added:.3g} nodes (at most {MAX_ALIAS_NODES} are allowed)",
+            pos=_mark_pos(biggest, path),
+            hint="an anchor (&name) used through many aliases (*name) inside other aliased nodes"
+            " grows exponentially; write the values out instead",
+        )
+
+
+def check_yaml_limits(text: str, source: str, error: type[InputFileError] = InputFileError) -> None:
+    """Refuse an alias bomb or an unreadable integer before another YAML loader sees ``text``.
+
+    For loaders other than ``load_yaml`` (ruamel's round trip, cwl-utils): they expand
+    aliases as they go and fail on long integers with no position.  Syntax errors are left
+    to the caller's loader, which reports them its own way.
+    """
+    if not _needs_check(text):
+        return
+    loader = CSafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except (YAMLError, RecursionError):
+        return
+    finally:
+        loader.dispose()
+    if node is not None:
+        try:
+            check_nodes(node, source)
+        except InputFileError as err:
+            if error is InputFileError:
+                raise
+            raise error(err.message, pos=err.pos, hint=err.hint) from None
 
 
 def _scalar(node: ScalarNode) -> Any:
@@ -140,6 +241,8 @@ def load_yaml(path: str, text: str | None = None) -> Any:
         loader.dispose()
     if node is None:
         return None
+    if _needs_check(text):
+        check_nodes(node, path)
     return _build(node, path)
 
 

@@ -31,6 +31,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from cwlbridge.errors import InputFileError, SourcePos, UsageError
+from cwlbridge.model.yamlpos import check_yaml_limits
 
 log = logging.getLogger("cwlbridge.reana")
 
@@ -92,6 +93,7 @@ def loads_spec(text: str, source: str = "<string>") -> CommentedMap:
 
     ``source`` only names the text in error messages.
     """
+    check_yaml_limits(text, source, SpecError)
     try:
         doc = _yaml().load(text)
     except YAMLError as exc:
@@ -583,6 +585,7 @@ def pack_cwl(workflow_file: Path) -> dict[str, Any]:
     path = Path(workflow_file).resolve()
     if not path.is_file():
         raise SpecError(f"CWL workflow file {workflow_file} does not exist")
+    check_yaml_limits(path.read_text(encoding="utf-8", errors="replace"), str(workflow_file), SpecError)
     # cwltool's own stderr handler would print "Resolved ..." chatter on every pack.
     cwltool_log = logging.getLogger("cwltool")
     saved_level = cwltool_log.level
@@ -614,6 +617,7 @@ def _load_plain_yaml(path: Path, what: str) -> Any:
 
 def loads_any(text: str, source: str) -> Any:
     """Parse YAML text (any top-level type) in round-trip mode."""
+    check_yaml_limits(text, source, SpecError)
     try:
         return _yaml().load(text)
     except YAMLError as exc:
