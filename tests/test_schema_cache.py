@@ -147,3 +147,42 @@ def test_a_damaged_kept_chain_is_loaded_again(tmp_path: Path, monkeypatch: pytes
     kept.write_bytes(pickle.dumps(("not", "a chain")))
     again, findings, parsed = _load_counting(chain, cache, monkeypatch)
     assert (again, findings.items, parsed) == (first, [], 2)
+
+
+def test_a_kept_chain_reports_the_path_typed_this_time(tmp_path: Path) -> None:
+    """Validated from one directory, then from another: the messages name the paths as typed now."""
+    workflows = tmp_path / "wf"
+    workflows.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (workflows / "chain.cwl").write_text(
+        "cwlVersion: v1.0\nclass: Workflow\nrequirements: {SubworkflowFeatureRequirement: {}}\n"
+        "inputs: {raw: string}\noutputs: {}\n"
+        "steps:\n  sub:\n    run: body.cwl\n    in: {raw: raw}\n    out: [outDS]\n"
+    )
+    # The body loads cleanly (so the chain is kept); its placeholder is found when resolving.
+    (workflows / "body.cwl").write_text(
+        "cwlVersion: v1.0\nclass: Workflow\ninputs: {raw: string}\noutputs: {}\n"
+        "steps:\n  s:\n    run: prun\n    in:\n      opt_inDS: raw\n"
+        '      opt_exec: {default: "echo %{nosuch}"}\n      opt_args: {default: "--outputs o.txt"}\n'
+        "    out: [outDS]\n"
+    )
+    (workflows / "inputs.yaml").write_text("extra: 1\n")  # a warning in the inputs file, and raw missing
+    env = dict(os.environ, CWLBRIDGE_CACHE_DIR=str(tmp_path / "cache"))
+
+    def validate(cwd: Path, chain: str, inputs: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "cwlbridge", "validate", chain, inputs],
+            capture_output=True, text=True, env=env, cwd=cwd, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        return done.stderr
+
+    first = validate(tmp_path / "elsewhere", str(Path("..") / "wf" / "chain.cwl"), "../wf/inputs.yaml")
+    assert "../wf/body.cwl:10:27: error: step 's': %{nosuch}" in first
+    assert list((tmp_path / "cache" / "chains").glob("*.pickle"))  # kept
+    second = validate(workflows, "chain.cwl", "inputs.yaml")
+    assert "../wf" not in second
+    assert "\nbody.cwl:10:27: error: step 's': %{nosuch}" in "\n" + second
+    assert "chain.cwl:4:10: error: required input 'raw' has no value" in second
+    third = validate(tmp_path, "./wf/chain.cwl", "wf/inputs.yaml")
+    assert "wf/body.cwl:10:27:" in third and "./wf/chain.cwl:4:10:" in third

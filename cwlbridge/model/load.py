@@ -8,6 +8,7 @@ in memory, and never write into the user's directory.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import importlib.util
@@ -174,6 +175,8 @@ class ChainLoader:
             key = _chain_key(path, text)
             kept = self._kept(key)
             if kept is not None:
+                if kept.path != path:
+                    _move(kept, path)
                 self._cache[real] = kept
                 return kept
         found = len(self.findings.items)
@@ -448,6 +451,48 @@ class ChainLoader:
                 continue
             seen.add((line, col, message))
             self.findings.error(SourcePos(path, int(line), int(col)), f"CWL: {message}")
+
+
+def _move(workflow: Workflow, path: str) -> None:
+    """Make a kept chain's positions name the path typed this time, not the one it was kept under.
+
+    A kept chain says where it was first loaded from (``../wf/chain.cwl`` from another
+    directory); its sub-workflows are found again from ``path`` as the loader finds them.
+    Changes ``workflow`` in place: every ``Memo.get`` gives a fresh copy.
+    """
+    moves: dict[str, str] = {}
+
+    def plan(wf: Workflow, new: str) -> None:
+        if wf.path in moves:
+            return
+        moves[wf.path] = new
+        for step in wf.steps:
+            if step.body is not None:
+                target = step.run[7:] if step.run.startswith("file://") else step.run
+                plan(step.body, os.path.normpath(os.path.join(os.path.dirname(new), target)))
+
+    plan(workflow, path)
+    seen: set[int] = set()
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, SourcePos):
+            target = moves.get(value.path)
+            return value if target is None else dataclasses.replace(value, path=target)
+        # Exactly dict and list: the model's own containers, not YAML values (CommentedMap).
+        if type(value) is dict:
+            for key, item in value.items():
+                value[key] = moved(item)
+        elif type(value) is list:
+            value[:] = [moved(item) for item in value]
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type) and id(value) not in seen:
+            seen.add(id(value))
+            for spec in dataclasses.fields(value):
+                setattr(value, spec.name, moved(getattr(value, spec.name)))
+            if isinstance(value, Workflow):
+                value.path = moves.get(value.path, value.path)
+        return value
+
+    moved(workflow)
 
 
 class Memo(Protocol):
