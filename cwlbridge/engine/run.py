@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cwlbridge.errors import EXIT_FAILURE, EXIT_OK, CwlbridgeError, UsageError
+from cwlbridge.model.command import add_chain_arguments, add_outds_arguments, chain_and_inputs, outds_from
 
 #: Step types the backends here cannot run (they need PanDA's services).
 GRID_ONLY_TYPES = {"phpo": "a PanDA HPO service", "gitlab": "a GitLab CI server reached by PanDA"}
@@ -33,9 +34,8 @@ def register(subparsers: Any) -> None:
         " .cwlbridge/runs/RUN_ID/; see `cwlbridge status`. Exit 0 when every task that should"
         " run finished, 1 otherwise.",
     )
-    run.add_argument("chain", metavar="CHAIN.cwl")
-    run.add_argument("inputs", metavar="INPUTS.yaml")
-    run.add_argument("--outds", help="the pchain --outDS (default user.<nick>.<chain name>)")
+    add_chain_arguments(run)
+    add_outds_arguments(run, help="the pchain --outDS (default user.<nick>.<chain name>)")
     run.add_argument(
         "--backend",
         choices=("auto", "local"),
@@ -392,8 +392,9 @@ def run_run(args: argparse.Namespace) -> int:
     """``cwlbridge run CHAIN INPUTS``."""
     from cwlbridge.engine.state import RUNS_DIR, RunState, new_run_id
 
-    chain, inputs = Path(args.chain), Path(args.inputs)
-    outds = args.outds or default_outds(chain, dict(os.environ))
+    chain_path, inputs_path = chain_and_inputs(args, inputs_required=True)
+    chain, inputs = Path(chain_path), Path(inputs_path or "")
+    outds = outds_from(args) or default_outds(chain, dict(os.environ))
     plan = make_plan(chain, inputs, outds)
     settings = Settings.merge({}, args)
     _refuse_used_outds(plan, settings)

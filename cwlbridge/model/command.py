@@ -21,8 +21,8 @@ def register(subparsers: Any) -> None:
         description="Check a pchain CWL chain offline. Exit 0: valid (maybe with warnings);"
         " 1: errors found; 2: usage error.",
     )
-    validate.add_argument("chain", metavar="CHAIN.cwl")
-    validate.add_argument("inputs", metavar="INPUTS.yaml", nargs="?")
+    add_chain_arguments(validate)
+    add_outds_arguments(validate, help="check the task and dataset names this --outDS gives (pchain's --outDS)")
     validate.add_argument("--format", choices=("text", "json"), default="text")
     validate.set_defaults(handler=run_validate)
 
@@ -31,14 +31,53 @@ def register(subparsers: Any) -> None:
         help="show the tasks and datasets PanDA would create",
         description="Resolve a chain into PanDA tasks: names, datasets, placeholders, parents.",
     )
-    plan.add_argument("chain", metavar="CHAIN.cwl")
-    plan.add_argument("inputs", metavar="INPUTS.yaml")
-    plan.add_argument("--outds", required=True, help="the pchain --outDS, e.g. user.NICK.NAME")
+    add_chain_arguments(plan)
+    add_outds_arguments(plan, required=True, help="the pchain --outDS, e.g. user.NICK.NAME")
     plan.add_argument(
         "--format", choices=("table", "json", "dot", "mermaid"), default="table", help="output format"
     )
     plan.add_argument("-o", "--output", metavar="FILE", help="write a picture (.svg or .png) of the DAG")
     plan.set_defaults(handler=run_plan)
+
+
+def add_chain_arguments(parser: argparse.ArgumentParser) -> None:
+    """CHAIN.cwl [INPUTS.yaml], or pchain's spellings ``--cwl CHAIN`` and ``--yaml INPUTS``."""
+    parser.add_argument("chain", metavar="CHAIN.cwl", nargs="?")
+    parser.add_argument("inputs", metavar="INPUTS.yaml", nargs="?")
+    parser.add_argument("--cwl", metavar="CHAIN.cwl", help="the chain (pchain's spelling)")
+    parser.add_argument("--yaml", metavar="INPUTS.yaml", help="the inputs file (pchain's spelling)")
+
+
+def add_outds_arguments(parser: argparse.ArgumentParser, *, help: str, required: bool = False) -> None:
+    """``--outds`` (or pchain's ``--outDS``) and ``--official``, read by ``outds_from``."""
+    parser.add_argument("--outds", "--outDS", dest="outds", required=required, metavar="OUTDS", help=help)
+    parser.add_argument(
+        "--official", action="store_true", help="allow a group.<name>. --outds, as pchain --official does"
+    )
+
+
+def chain_and_inputs(args: argparse.Namespace, *, inputs_required: bool) -> tuple[str, str | None]:
+    """The chain and inputs files from positional arguments or ``--cwl``/``--yaml``."""
+    given = [p for p in (args.chain, args.inputs) if p is not None]
+    chain, inputs = args.cwl, args.yaml
+    if chain is None:
+        if not given:
+            raise UsageError("give the chain: CHAIN.cwl, or --cwl CHAIN.cwl")
+        chain = given.pop(0)
+    if given:
+        if inputs is not None or len(given) > 1:
+            raise UsageError(f"one inputs file only; got {', '.join([inputs, *given] if inputs else given)}")
+        inputs = given.pop(0)
+    if inputs is None and inputs_required:
+        raise UsageError("give the inputs file: INPUTS.yaml, or --yaml INPUTS.yaml")
+    return chain, inputs
+
+
+def outds_from(args: argparse.Namespace) -> str | None:
+    """The checked ``--outds`` without prun's trailing ``/``, or None when not given."""
+    from cwlbridge.model.rules import normalize_outds
+
+    return normalize_outds(args.outds, official=args.official) if args.outds is not None else None
 
 
 def require_file(path: str, what: str) -> None:
@@ -53,10 +92,14 @@ def run_validate(args: argparse.Namespace) -> int:
     from cwlbridge.cache import LoadedChains, SchemaVerdicts
     from cwlbridge.model.rules import analyse
 
+    args.chain, args.inputs = chain_and_inputs(args, inputs_required=False)
+    outds = outds_from(args)
     require_file(args.chain, "chain file")
     if args.inputs is not None:
         require_file(args.inputs, "inputs file")
-    analysis = analyse(args.chain, args.inputs, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default())
+    analysis = analyse(
+        args.chain, args.inputs, outds, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default()
+    )
     findings = analysis.findings
     if args.format == "json":
         sys.stdout.write(
@@ -89,15 +132,14 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_plan(args: argparse.Namespace) -> int:
     from cwlbridge.cache import LoadedChains, SchemaVerdicts
     from cwlbridge.model import plan as plan_mod
-    from cwlbridge.model.rules import analyse, check_outds
+    from cwlbridge.model.rules import analyse
 
+    args.chain, args.inputs = chain_and_inputs(args, inputs_required=True)
+    outds = outds_from(args)
     require_file(args.chain, "chain file")
     require_file(args.inputs, "inputs file")
-    problem = check_outds(args.outds)
-    if problem:
-        raise UsageError(problem)
     analysis = analyse(
-        args.chain, args.inputs, args.outds, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default()
+        args.chain, args.inputs, outds, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default()
     )
     for finding in analysis.findings.items:
         sys.stderr.write(finding.text() + "\n")

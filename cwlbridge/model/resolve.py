@@ -26,6 +26,7 @@ from cwlbridge.model.conditions import (
     references,
     suppressed_inputs,
 )
+from cwlbridge.model.names import ALLOWED, DID_NAME_LENGTH, bad_name_char
 from cwlbridge.model.plan import Loop, Parent, Plan, Task
 from cwlbridge.model.prunopts import PrunOptionError, parse_prun_args
 from cwlbridge.model.steps import Findings, Step, StepInput, Workflow
@@ -93,6 +94,7 @@ class Resolver:
         self.serial = 0
         self.tasks: list[Task] = []
         self.loops: list[Loop] = []
+        self._names_reported: set[tuple[SourcePos, str]] = set()
 
     # -- bodies -------------------------------------------------------------------------------
 
@@ -297,7 +299,42 @@ class Resolver:
             self.fill_gitlab(task, step, values, suppressed)
         else:
             self.fill_prun(task, step, values, suppressed, ctx)
+        self.check_names(task, step)
         return task
+
+    def check_names(self, task: Task, step: Step) -> None:
+        """Task and container names Rucio would refuse, once per step (not per scatter element).
+
+        The --outDS part was checked on the command line; what is left comes from the step's
+        name and its output types.
+        """
+        bad = bad_name_char(step.name)
+        if bad is not None:
+            message = f"the step name has {bad}, which task and dataset names cannot have ({ALLOWED})"
+            self._name_error(step, "step", step.pos, message)
+        for ds_type in task.output_types:
+            bad = bad_name_char(ds_type)
+            if bad is not None and ds_type != "dummy":
+                self._name_error(
+                    step, f"type {ds_type}", self._pos(step, "opt_args"),
+                    f"the output type '{ds_type}' (from --outputs) has {bad}, which dataset names cannot have"
+                    f" ({ALLOWED})",
+                )  # fmt: skip
+        containers = [name.rstrip("/") for name in task.output_datasets] + [f"{task.name}.log"]
+        longest = max(containers, key=len)
+        if len(longest) > DID_NAME_LENGTH:
+            self._name_error(
+                step, "length", step.pos,
+                f"the container name {longest} has {len(longest)} characters; Rucio allows at most"
+                f" {DID_NAME_LENGTH}",
+                hint="use a shorter --outds, step name or output type",
+            )  # fmt: skip
+
+    def _name_error(self, step: Step, kind: str, pos: SourcePos, message: str, hint: str | None = None) -> None:
+        key = (pos, kind)
+        if key not in self._names_reported:
+            self._names_reported.add(key)
+            self.findings.error(pos, message, step=step.name, hint=hint)
 
     def fill_parents(
         self, task: Task, step: Step, values: dict[str, Any], ctx: _Context, cond: Cond | None

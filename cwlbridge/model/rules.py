@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cwlbridge.errors import InputFileError, SourcePos
+from cwlbridge.errors import InputFileError, SourcePos, UsageError
 from cwlbridge.model.conditions import ConditionError, Not, parse_condition, references
 from cwlbridge.model.load import Memo, Verdicts, load_chain, tool_input_types
+from cwlbridge.model.names import ALLOWED, bad_name_char
 from cwlbridge.model.plan import Plan
 from cwlbridge.model.resolve import resolve
 from cwlbridge.model.steps import ALLOWED_KEYS, Findings, Step, Workflow
@@ -23,7 +24,7 @@ from cwlbridge.model.yamlpos import key_pos, load_yaml, value_pos
 
 VALIDATE_OUTDS = "user.validate.chain"
 _OUTDS = re.compile(r"user\.[A-Za-z0-9_-]+\.[A-Za-z0-9._-]+")
-_OUTDS_BAD_CHARS = "%|;><?'\"()$@:=&^#\\[]{}`*/"
+_OFFICIAL_OUTDS = re.compile(r"group[0-9]{0,2}\.[A-Za-z0-9_-]+\.[A-Za-z0-9._-]+")
 
 
 @dataclass
@@ -37,15 +38,32 @@ class Analysis:
 
 
 def check_outds(outds: str) -> str | None:
-    """Why ``outds`` is not a usable pchain --outDS, or None."""
-    bad = next((c for c in outds if c in _OUTDS_BAD_CHARS), None)
+    """Why ``outds`` is not a usable pchain --outDS, or None (``group.`` names are allowed here).
+
+    A trailing ``/`` (prun's container habit) is taken off before, by ``normalize_outds``.
+    """
+    bad = bad_name_char(outds)
     if bad is not None:
-        return f"--outds contains the invalid character '{bad}'"
-    if not _OUTDS.fullmatch(outds):
+        return f"--outds {outds} has {bad} ({ALLOWED})"
+    if not _OUTDS.fullmatch(outds) and not _OFFICIAL_OUTDS.fullmatch(outds):
         return "--outds must look like user.NICKNAME.NAME (panda-client requires the user.<nick>. prefix)"
     if len(outds) > 120:
         return "--outds is too long: task names add _NNN_step and PanDA caps containers at 132 characters"
     return None
+
+
+def normalize_outds(outds: str, *, official: bool = False) -> str:
+    """The --outDS as given on a command line, checked, without prun's trailing ``/``.
+
+    Raises UsageError naming what is wrong; ``group.<name>.`` needs ``official``, as in pchain.
+    """
+    name = outds[:-1] if outds.endswith("/") else outds
+    problem = check_outds(name)
+    if problem is None and _OFFICIAL_OUTDS.fullmatch(name) and not official:
+        problem = f"--outds {outds}: a group.<name>. dataset is official; add --official (needs a production role)"
+    if problem is not None:
+        raise UsageError(problem)
+    return name
 
 
 # -- static rules on the loaded model -----------------------------------------------------------
