@@ -178,11 +178,11 @@ def test_a_kept_chain_reports_the_path_typed_this_time(tmp_path: Path) -> None:
         return done.stderr
 
     first = validate(tmp_path / "elsewhere", str(Path("..") / "wf" / "chain.cwl"), "../wf/inputs.yaml")
-    assert "../wf/body.cwl:10:27: error: step 's': %{nosuch}" in first
+    assert "../wf/body.cwl:10:33: error: step 's': %{nosuch}" in first
     assert list((tmp_path / "cache" / "chains").glob("*.pickle"))  # kept
     second = validate(workflows, "chain.cwl", "inputs.yaml")
     assert "../wf" not in second
-    assert "\nbody.cwl:10:27: error: step 's': %{nosuch}" in "\n" + second
+    assert "\nbody.cwl:10:33: error: step 's': %{nosuch}" in "\n" + second
     assert "chain.cwl:4:10: error: required input 'raw' has no value" in second
     third = validate(tmp_path, "./wf/chain.cwl", "wf/inputs.yaml")
-    assert "wf/body.cwl:10:27:" in third and "./wf/chain.cwl:4:10:" in third
+    assert "wf/body.cwl:10:33:" in third and "./wf/chain.cwl:4:10:" in third

@@ -42,13 +42,13 @@ B_RUN = "    run: prun\n    in:\n      opt_inDS: a/"
 CASES = [
     ("unknown-key", GOOD_STEPS.replace("opt_args: {default: \"--outputs a.root\"}", "opt_arg: {default: \"x\"}"),
      "raw: x", "13:7", "step 'a': unknown input parameter opt_arg for prun", "did you mean 'opt_args'?"),
-    ("ds0", GOOD_STEPS.replace("b.sh %IN", "b.sh %{DS0}"), "raw: x", "19:27",
+    ("ds0", GOOD_STEPS.replace("b.sh %IN", "b.sh %{DS0}"), "raw: x", "19:33",
      "step 'b': %{DS0} is unresolved in opt_exec", "dataset placeholders are 1-based"),
-    ("ds2", GOOD_STEPS.replace("b.sh %IN", "b.sh %{DS2}"), "raw: x", "19:27",
+    ("ds2", GOOD_STEPS.replace("b.sh %IN", "b.sh %{DS2}"), "raw: x", "19:33",
      "%{DS2} is unresolved in opt_exec", "this step has 1 input dataset(s)"),
-    ("secds", GOOD_STEPS.replace("b.sh %IN", "b.sh %{SECDS1}"), "raw: x", "19:27",
+    ("secds", GOOD_STEPS.replace("b.sh %IN", "b.sh %{SECDS1}"), "raw: x", "19:33",
      "%{SECDS1} is unresolved in opt_exec", "this step has 0 secondary"),
-    ("unknown-placeholder", GOOD_STEPS.replace("b.sh %IN", "b.sh %{nope}"), "raw: x", "19:27",
+    ("unknown-placeholder", GOOD_STEPS.replace("b.sh %IN", "b.sh %{nope}"), "raw: x", "19:33",
      "%{nope} is unresolved in opt_exec", None),
     ("unknown-run", GOOD_STEPS.replace(B_RUN, B_RUN.replace("prun", "pruun")),
      "raw: x", "16:10", "step 'b': unknown run type 'pruun'", "did you mean 'prun'?"),
@@ -63,11 +63,13 @@ CASES = [
     ("cycle", GOOD_STEPS.replace("opt_inDS: raw", "opt_inDS: b/outDS"), "raw: x", "15:3",
      "the steps form a cycle: a -> b -> a", None),
     ("bad-prun-option", GOOD_STEPS.replace("--outputs b.root", "--outputs b.root --nFilesPerJobs 3"), "raw: x",
-     "20:27", "opt_args: prun rejects it: unrecognized arguments: --nFilesPerJobs 3", None),
+     "20:45", "opt_args: prun rejects it: unrecognized arguments: --nFilesPerJobs 3", "did you mean '--nFilesPerJob'?"),
+    ("close-placeholder", GOOD_STEPS.replace("b.sh %IN", "b.sh %{rwa}"), "raw: x", "19:33",
+     "%{rwa} is unresolved in opt_exec", "did you mean '%{raw}'?"),
     ("bad-prun-value", GOOD_STEPS.replace("--outputs b.root", "--outputs b.root --nJobs many"), "raw: x",
      "20:27", "invalid int value: 'many'", None),
     ("removed-prun-option", GOOD_STEPS.replace("--outputs b.root", "--outputs b.root --forceStagedSecondary"),
-     "raw: x", "20:27", "unrecognized arguments: --forceStagedSecondary", None),
+     "raw: x", "20:45", "unrecognized arguments: --forceStagedSecondary", None),
     ("bad-output-name", GOOD_STEPS.replace("--outputs b.root", "--outputs dir/b.root"), "raw: x", "20:27",
      "contains '/'", None),
     ("missing-required-input", GOOD_STEPS, "{}", "4:3", "required input 'raw' has no value", None),
@@ -137,7 +139,7 @@ def test_json_format_lists_the_same_findings(tmp_path: Path) -> None:
     report = json.loads(result.out)
     assert report["valid"] is False
     finding = report["findings"][0]
-    assert (finding["line"], finding["col"], finding["step"]) == (19, 27, "b")
+    assert (finding["line"], finding["col"], finding["step"]) == (19, 33, "b")
     assert finding["message"] == "%{DS0} is unresolved in opt_exec"
 
 
@@ -231,3 +233,62 @@ def test_schema_error_in_one_of_many_same_shaped_steps_is_found(tmp_path: Path) 
     line_of_s50 = 6 + 50 * 6 + 4  # steps start on line 6, six lines each; opt_exec is the fifth
     errors = [x for x in result.err.splitlines() if ": error: " in x]
     assert any(f"{path}:{line_of_s50}:" in x and "merge_nested" in x for x in errors), result.err
+
+
+SCATTERED_CHAIN = """\
+cwlVersion: v1.0
+class: Workflow
+requirements: {ScatterFeatureRequirement: {}, SubworkflowFeatureRequirement: {}}
+inputs: {raw: string, points: 'string[]'}
+outputs: {}
+steps:
+  point:
+    run: body.cwl
+    scatter: mass
+    in: {raw: raw, mass: points}
+    out: [outDS]
+"""
+
+SCATTERED_BODY = """\
+cwlVersion: v1.0
+class: Workflow
+inputs: {raw: string, mass: string}
+outputs: {}
+steps:
+  fit:
+    run: prun
+    in:
+      opt_inDS: raw
+      opt_exec: {default: "fit.sh --mass %{mas} %{DS1}"}
+      opt_args: {default: "--outputs out.txt --nFilesPerJobb 2"}
+    out: [outDS]
+"""
+
+
+def test_an_error_in_a_scattered_sub_workflow_is_reported_once_with_its_element(tmp_path: Path) -> None:
+    (tmp_path / "chain.cwl").write_text(SCATTERED_CHAIN)
+    (tmp_path / "body.cwl").write_text(SCATTERED_BODY)
+    (tmp_path / "inputs.yaml").write_text("raw: user.me.x\npoints: [m100, m200, m300]\n")
+    result = run_cli("validate", str(tmp_path / "chain.cwl"), str(tmp_path / "inputs.yaml"))
+    assert result.code == 1
+    body = tmp_path / "body.cwl"
+    assert result.err.splitlines() == [
+        # The column is the placeholder's and the option's own, not the string's start.
+        f"{body}:10:42: error: step 'fit' in point[0] and 2 more elements: %{{mas}} is unresolved in opt_exec",
+        "  hint: did you mean '%{mass}'? (only %{DSn}, %{SECDSn}, workflow inputs and sub-workflow inputs"
+        " are replaced)",
+        f"{body}:11:46: error: step 'fit' in point[0] and 2 more elements: opt_args: prun rejects it:"
+        " unrecognized arguments: --nFilesPerJobb 2",
+        "  hint: did you mean '--nFilesPerJob'?",
+        f"{tmp_path / 'chain.cwl'}: 2 error(s), 0 warning(s)",
+    ]
+
+
+def test_an_error_in_one_scatter_element_names_that_element(tmp_path: Path) -> None:
+    (tmp_path / "chain.cwl").write_text(SCATTERED_CHAIN)
+    # Only the second element's value leaves a placeholder behind.
+    (tmp_path / "body.cwl").write_text(SCATTERED_BODY.replace("--mass %{mas}", "--mass %{mass}").replace("Jobb", "Job"))
+    (tmp_path / "inputs.yaml").write_text("raw: user.me.x\npoints: [m100, '%{oops}', m300]\n")
+    result = run_cli("validate", str(tmp_path / "chain.cwl"), str(tmp_path / "inputs.yaml"), "--format", "json")
+    findings = json.loads(result.out)["findings"]
+    assert [(f["message"], f["element"]) for f in findings] == [("%{oops} is unresolved in opt_exec", "point[1]")]

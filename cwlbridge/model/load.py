@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -132,6 +133,55 @@ def _step_input(
     return item
 
 
+#: What a message may point at inside a string value: a ``%{name}`` placeholder, an option.
+_MARK = re.compile(r"%\{[^{}]*\}|(?<![^\s'\"])--?[A-Za-z][\w-]*")
+
+
+class _SourceText:
+    """A file's text, with where its lines start worked out once, when first needed."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._starts: list[int] | None = None
+
+    def offset(self, pos: SourcePos) -> int:
+        if self._starts is None:
+            self._starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        return self._starts[pos.line - 1] + pos.col - 1
+
+
+def _marks(source: _SourceText, value: Any, at: SourcePos) -> dict[str, SourcePos]:
+    """Where each placeholder and option word of a string literal (or list of them) is written.
+
+    Found in the file's text from where the value starts, so the column is the token's own
+    whatever the quoting; a token not found there (escaped, folded) keeps the value's position.
+    """
+    strings = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    tokens = {m.group() for string in strings for m in _MARK.finditer(string)}
+    if not tokens or at.line <= 0:
+        return {}
+    text = source.text
+    start = source.offset(at)
+    end = start + 4 * sum(len(string) for string in strings) + 256  # the value's text, and its quoting
+    marks: dict[str, SourcePos] = {}
+    for token in tokens:
+        found = text.find(token, start, end)
+        # An option is a whole word, not the tail of a longer one (-n in --nJobs).
+        while found >= 0 and token[0] == "-" and not _whole_word(text, found, len(token)):
+            found = text.find(token, found + 1, end)
+        if found >= 0:
+            line = at.line + text.count("\n", start, found)
+            col = found - text.rfind("\n", 0, found)
+            marks[token] = SourcePos(at.path, line, col)
+    return marks
+
+
+def _whole_word(text: str, at: int, length: int) -> bool:
+    before = text[at - 1] if at > 0 else " "
+    after = text[at + length] if at + length < len(text) else " "
+    return (before.isspace() or before in "'\"") and not (after.isalnum() or after in "_-")
+
+
 def _has_loop_hint(hints: Any) -> bool:
     if isinstance(hints, list):
         return any(h == "loop" or (isinstance(h, dict) and h.get("class") == "loop") for h in hints)
@@ -157,6 +207,7 @@ class ChainLoader:
         # Clean loads with the schema check are kept (``cwlbridge.cache.LoadedChains``).
         self.chains = chains if schema_check else None
         self._stack: list[str] = []
+        self._texts: list[_SourceText] = []  # the text of each file in the stack
         self._cache: dict[str, Workflow | None] = {}
         self._digests: dict[str, str] = {}  # of the text each file was parsed from
 
@@ -187,12 +238,14 @@ class ChainLoader:
             return None
         self._digests[real] = _digest(text)
         self._stack.append(real)
+        self._texts.append(_SourceText(text))
         try:
             workflow = self._workflow(doc, path)
             if workflow is not None and self.schema_check:
                 self._schema_check(doc, path)
         finally:
             self._stack.pop()
+            self._texts.pop()
         self._cache[real] = workflow
         if key is not None and self.chains is not None and workflow is not None and len(self.findings.items) == found:
             subs = sorted((p, d) for p, d in self._digests.items() if p != real)
@@ -320,7 +373,10 @@ class ChainLoader:
         in_section = doc.get("in")
         for in_name, value, in_pos in _as_entries(in_section, path, "in", findings):
             at = value_pos(in_section, in_name, path) if isinstance(in_section, dict) else in_pos
-            step.inputs[in_name] = _step_input(in_name, value, in_pos, path, findings, name, at)
+            item = _step_input(in_name, value, in_pos, path, findings, name, at)
+            if item.has_default and item.value_pos is not None:
+                item.marks = _marks(self._texts[-1], item.default, item.value_pos)
+            step.inputs[in_name] = item
         outs = _as_entries(doc.get("out"), path, "out", findings)
         step.outputs = [out_name for out_name, _, _ in outs] or ["outDS"]
         if "scatter" in doc:

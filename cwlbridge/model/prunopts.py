@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import io
 import re
 from dataclasses import dataclass, field
@@ -116,6 +117,22 @@ def _ends_escaped(quoted: str) -> bool:
     """Whether the closing quote of a double-quoted piece is itself escaped (``"ab\\"``)."""
     backslashes = len(quoted) - 1 - len(quoted[:-1].rstrip("\\"))
     return backslashes % 2 == 1
+
+
+def unknown_option_hint(message: str) -> tuple[str | None, str | None]:
+    """For prun's "unrecognized arguments: …": the first unknown option and a "did you mean".
+
+    Returns (option word as written, hint); (None, None) for other messages.
+    """
+    _, found, rest = message.partition("unrecognized arguments: ")
+    if not found:
+        return None, None
+    word = next((w for w in rest.split() if w.startswith("-")), None)
+    if word is None:
+        return None, None
+    name = word.split("=", 1)[0]
+    close = difflib.get_close_matches(name, sorted(_parser()._option_string_actions), n=1)
+    return name, f"did you mean '{close[0]}'?" if close else None
 
 
 def output_specs(outputs: str) -> list[OutputSpec]:

@@ -10,6 +10,7 @@ README.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ from cwlbridge.model.conditions import (
 )
 from cwlbridge.model.names import ALLOWED, DID_NAME_LENGTH, bad_name_char
 from cwlbridge.model.plan import Loop, Parent, Plan, Task
-from cwlbridge.model.prunopts import PrunOptionError, parse_prun_args
-from cwlbridge.model.steps import Findings, Step, StepInput, Workflow
+from cwlbridge.model.prunopts import PrunOptionError, parse_prun_args, unknown_option_hint
+from cwlbridge.model.steps import Finding, Findings, Step, StepInput, Workflow
 
 LOOP_SUFFIX = ".___idds___num_run___"
 _LEFTOVER = re.compile(r"%\{[^{}]*\}")
@@ -84,12 +85,50 @@ def _task_refs(value: Any) -> list[Task]:
     return [v.task for v in _flatten(value) if isinstance(v, TaskRef)]
 
 
+class _ElementFindings:
+    """Findings made while resolving, each reported once, with the scatter element it is in.
+
+    A scattered step or sub-workflow is resolved once per element, and a problem in its
+    body would otherwise be reported as many times, identically.
+    """
+
+    def __init__(self, findings: Findings) -> None:
+        self.findings = findings
+        self.element = ""  # the scatter element being resolved, e.g. point[1]; "" outside
+        self._seen: dict[tuple[Any, ...], tuple[Finding, str, int]] = {}
+
+    def error(self, pos: SourcePos, message: str, *, step: str | None = None, hint: str | None = None) -> None:
+        self._add("error", pos, message, step, hint)
+
+    def warning(self, pos: SourcePos, message: str, *, step: str | None = None, hint: str | None = None) -> None:
+        self._add("warning", pos, message, step, hint)
+
+    def _add(self, severity: str, pos: SourcePos, message: str, step: str | None, hint: str | None) -> None:
+        key = (severity, pos, message, step, hint)
+        seen = self._seen.get(key)
+        if seen is None:
+            finding = Finding(severity, pos, message, step, hint, self.element or None)
+            self.findings.items.append(finding)
+            self._seen[key] = (finding, self.element, 0)
+            return
+        finding, first, more = seen
+        if first and self.element:
+            more += 1
+            finding.element = f"{first} and {more} more element{'s' if more > 1 else ''}"
+            self._seen[key] = (finding, first, more)
+
+
+def _element_of(path: str) -> str:
+    """The scatter element a task path is in: ``point[1]`` for ``point[1]/fit``; "" if none."""
+    return path[: path.rfind("]") + 1]
+
+
 class Resolver:
     """Turns a Workflow and input values into a Plan; problems go to ``findings``."""
 
     def __init__(self, outds: str, findings: Findings, top_values: dict[str, Any]):
         self.outds = outds
-        self.findings = findings
+        self.findings = _ElementFindings(findings)
         self.top_values = top_values
         self.serial = 0
         self.tasks: list[Task] = []
@@ -106,12 +145,16 @@ class Resolver:
             produced[step.name] = []
             for suffix, element in self.scatter_elements(step, values):
                 path = f"{ctx.path}{step.name}{suffix}"
-                if step.type == "workflow":
-                    produced[step.name] += self.sub_workflow(step, element, path, ctx)
-                elif step.type != "unknown":
-                    task = self.leaf(step, element, path, ctx)
-                    if task is not None:
-                        produced[step.name].append(task)
+                outer, self.findings.element = self.findings.element, _element_of(path)
+                try:
+                    if step.type == "workflow":
+                        produced[step.name] += self.sub_workflow(step, element, path, ctx)
+                    elif step.type != "unknown":
+                        task = self.leaf(step, element, path, ctx)
+                        if task is not None:
+                            produced[step.name].append(task)
+                finally:
+                    self.findings.element = outer
         return produced
 
     def order(self, wf: Workflow) -> list[Step]:
@@ -334,7 +377,8 @@ class Resolver:
         key = (pos, kind)
         if key not in self._names_reported:
             self._names_reported.add(key)
-            self.findings.error(pos, message, step=step.name, hint=hint)
+            # About the step itself, whichever element showed it: no element label.
+            self.findings.findings.error(pos, message, step=step.name, hint=hint)
 
     def fill_parents(
         self, task: Task, step: Step, values: dict[str, Any], ctx: _Context, cond: Cond | None
@@ -465,7 +509,7 @@ class Resolver:
         subs += self.variable_subs(ctx)
         exec_text = _substitute(exec_text, subs)
         args_text = _substitute(args_text, subs)
-        self.check_leftovers(step, {"opt_exec": exec_text, "opt_args": args_text}, in_ds, secondaries)
+        self.check_leftovers(step, {"opt_exec": exec_text, "opt_args": args_text}, in_ds, secondaries, ctx)
         task.in_ds = in_ds
         task.secondary_ds = secondaries
         task.exec = exec_text if values.get("opt_exec") is not None else None
@@ -475,8 +519,9 @@ class Resolver:
         try:
             options = parse_prun_args(args_text)
         except PrunOptionError as err:
+            word, hint = unknown_option_hint(str(err))
             self.findings.error(
-                self._pos(step, "opt_args"), f"opt_args: prun rejects it: {err}", step=step.name
+                self._pos(step, "opt_args", word), f"opt_args: prun rejects it: {err}", step=step.name, hint=hint
             )
             task.output_types = ["dummy"]
             return
@@ -489,7 +534,7 @@ class Resolver:
         task.in_ds = self.dataset_list(step, "opt_trainingDS", "opt_trainingDsType", values)
         args = values.get("opt_args")
         task.args = _text(args) if args is not None else ""
-        self.check_leftovers(step, {"opt_args": task.args}, task.in_ds, [])
+        self.check_leftovers(step, {"opt_args": task.args}, task.in_ds, [], None)
         task.output_types = ["dummy"]
 
     def fill_gitlab(self, task: Task, step: Step, values: dict[str, Any], suppressed: set[str]) -> None:
@@ -518,11 +563,13 @@ class Resolver:
         return subs
 
     def check_leftovers(
-        self, step: Step, fields: dict[str, str], in_ds: list[str], secondaries: list[str]
+        self, step: Step, fields: dict[str, str], in_ds: list[str], secondaries: list[str], ctx: _Context | None
     ) -> None:
+        known = [k for k, v in self.top_values.items() if v is not None]
+        if ctx is not None and ctx.in_sub:
+            known += [*ctx.loop_vars, *ctx.workflow_vars, "i"]
         for key, text in fields.items():
-            for match in _LEFTOVER.finditer(text):
-                token = match.group(0)
+            for token in dict.fromkeys(m.group(0) for m in _LEFTOVER.finditer(text)):
                 ds = _DS_PLACEHOLDER.fullmatch(token)
                 hint = None
                 if ds and ds.group(2) == "0":
@@ -533,14 +580,19 @@ class Resolver:
                     hint = f"this step has {len(in_ds)} input dataset(s) in opt_inDS"
                 else:
                     hint = "only %{DSn}, %{SECDSn}, workflow inputs and sub-workflow inputs are replaced"
-                self.findings.error(
-                    self._pos(step, key), f"{token} is unresolved in {key}", step=step.name, hint=hint
-                )
+                    close = difflib.get_close_matches(token[2:-1], sorted(set(known)), n=1)
+                    if close:
+                        hint = f"did you mean '%{{{close[0]}}}'? ({hint})"
+                where = self._pos(step, key, token)
+                self.findings.error(where, f"{token} is unresolved in {key}", step=step.name, hint=hint)
 
     @staticmethod
-    def _pos(step: Step, key: str) -> SourcePos:
+    def _pos(step: Step, key: str, token: str | None = None) -> SourcePos:
+        """Where input ``key`` is written, or ``token`` in it when the token is found there."""
         item: StepInput | None = step.inputs.get(key)
-        return item.where if item is not None else step.pos
+        if item is None:
+            return step.pos
+        return item.marks.get(token, item.where) if token is not None else item.where
 
 
 def _unique(items: list[Any]) -> list[Any]:

@@ -48,9 +48,13 @@ class Finding:
     message: str
     step: str | None = None
     hint: str | None = None
+    element: str | None = None  # the scatter element(s) it was found in, e.g. point[1]
 
     def text(self) -> str:
-        where = f"step '{self.step}': " if self.step else ""
+        where = f"step '{self.step}'" if self.step else ""
+        if self.element:
+            where += f" in {self.element}" if where else f"in {self.element}"
+        where += ": " if where else ""
         line = f"{self.pos}: {self.severity}: {where}{self.message}"
         if self.hint:
             line += f"\n  hint: {self.hint}"
@@ -65,6 +69,7 @@ class Finding:
             "step": self.step,
             "message": self.message,
             "hint": self.hint,
+            "element": self.element,
         }
 
 
@@ -124,6 +129,8 @@ class StepInput:
     has_default: bool
     pos: SourcePos  # the key
     value_pos: SourcePos | None = None  # the default literal or the source
+    #: Where each ``%{name}`` placeholder and option word of a string default is written.
+    marks: dict[str, SourcePos] = field(default_factory=dict)
 
     @property
     def where(self) -> SourcePos:
