@@ -64,14 +64,15 @@ def test_an_alias_bomb_in_a_chain_is_refused_at_once(tmp_path: Path, width: int,
     assert "internal error" not in done.stderr
 
 
-def test_an_alias_bomb_in_a_sub_workflow_never_reaches_cwl_utils(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [1, 2])
+def test_an_alias_bomb_in_a_sub_workflow_never_reaches_cwl_utils(tmp_path: Path, depth: int) -> None:
+    """cwl-utils reads the sub-workflows a chain names (and theirs) itself: not one with a bomb."""
     (tmp_path / "body.cwl").write_text(HEAD + _bomb(8, 7) + STEP)
+    calls = "requirements: {SubworkflowFeatureRequirement: {}}\nsteps:\n  sub:\n    run: RUN\n    in: {raw: raw}\n"
+    calls += "    out: [outDS]\n"
+    (tmp_path / "middle.cwl").write_text(HEAD + calls.replace("RUN", "body.cwl"))
     chain = tmp_path / "chain.cwl"
-    chain.write_text(
-        HEAD
-        + "requirements: {SubworkflowFeatureRequirement: {}}\n"
-        + "steps:\n  sub:\n    run: body.cwl\n    in: {raw: raw}\n    out: [outDS]\n"
-    )
+    chain.write_text(HEAD + calls.replace("RUN", "body.cwl" if depth == 1 else "middle.cwl"))
     done = _cwlbridge("validate", str(chain))
     assert done.returncode == 1, done.stderr
     assert f"{tmp_path / 'body.cwl'}:11:5:" in done.stderr

@@ -208,6 +208,9 @@ class ChainLoader:
         self.chains = chains if schema_check else None
         self._stack: list[str] = []
         self._texts: list[_SourceText] = []  # the text of each file in the stack
+        # Files that failed to load, and those that use them: never handed to cwl-utils, which
+        # would read them (and their alias bombs) again itself.
+        self._unsafe: set[str] = set()
         self._cache: dict[str, Workflow | None] = {}
         self._digests: dict[str, str] = {}  # of the text each file was parsed from
 
@@ -256,6 +259,7 @@ class ChainLoader:
         """Report a file that cannot be read as YAML, and remember it as not a workflow."""
         self.findings.error(err.pos or SourcePos(path), err.message, hint=err.hint)
         self._cache[real] = None
+        self._unsafe.add(real)
 
     def _kept(self, key: str) -> Workflow | None:
         """The chain kept under ``key``, if the sub-workflow files it read are unchanged."""
@@ -426,6 +430,8 @@ class ChainLoader:
                 return
             step.type = "workflow"
             step.body = self.load(sub_path)
+            if os.path.realpath(sub_path) in self._unsafe:
+                self._unsafe.add(self._stack[-1])
             return
         close = difflib.get_close_matches(step.run, BUILTIN_TYPES, n=1)
         self.findings.error(
@@ -459,6 +465,7 @@ class ChainLoader:
                 and run.endswith(".cwl")
                 and os.path.isfile(sub)
                 and self._cache.get(os.path.realpath(sub)) is not None
+                and os.path.realpath(sub) not in self._unsafe
             )
             if known_sub:
                 subs.append(sub)
