@@ -87,6 +87,12 @@ def test_an_alias_bomb_in_an_inputs_file_is_refused(tmp_path: Path) -> None:
     done = _cwlbridge("validate", str(chain), str(inputs))
     assert done.returncode == 1, done.stderr
     assert f"{inputs}:7:" in done.stderr and "YAML aliases expand" in done.stderr
+    # Written as JSON, with each anchor right after its key's colon.
+    flow = ", ".join(f'"x{i}":&a{i} [' + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 7))
+    inputs.write_text('{"raw": "user.me.data", "x0":&a0 [lol], ' + flow + "}\n")
+    done = _cwlbridge("validate", str(chain), str(inputs))
+    assert done.returncode == 1, done.stderr
+    assert f"{inputs}:1:" in done.stderr and "YAML aliases expand" in done.stderr
 
 
 def test_an_alias_bomb_in_a_reana_template_is_refused(tmp_path: Path) -> None:

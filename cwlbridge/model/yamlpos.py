@@ -34,8 +34,9 @@ _SPECIAL_FLOATS = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".na
 #: How many nodes aliases may add to a document.  Aliases that expand to more are an "alias
 #: bomb" (a few hundred bytes that grow to billions of nodes for whoever walks the tree).
 MAX_ALIAS_NODES = 100_000
-#: Text that may hold an anchor (``&name`` starting a node; not a shell's ``&&`` or `` & ``).
-_ANCHOR = re.compile(r"(?:^|[\s\[\]{},])&[^\s&,\[\]{}]")
+#: Text that may hold an anchor (``&name`` starting a node, also right after a flow mapping's
+#: ``"key":``; not a shell's ``&&`` or `` & ``).  More matches only cost a check.
+_ANCHOR = re.compile(r"(?:^|[\s\[\]{},:])&[^\s&,\[\]{}]")
 
 
 def _needs_check(text: str) -> bool:
