@@ -3,13 +3,15 @@
 Each command family registers its own sub-parser (``register(subparsers)``)
 and keeps its heavy imports inside the handler, so ``cwlbridge validate``
 starts fast.  Every ``CwlbridgeError`` becomes a message and an exit code;
-an unexpected exception becomes a one-line internal-error message (set
-``CWLBRIDGE_DEBUG=1`` for the traceback).
+an unexpected exception becomes a one-line internal-error message (``--debug``
+or ``CWLBRIDGE_DEBUG=1`` shows the traceback).  ``-v``/``--verbose`` and
+``--debug`` are accepted by every command, before or after its name.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +32,41 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _add_common_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """Give ``parser`` and every sub-parser below it ``-v/--verbose`` and ``--debug``.
+
+    Below the top level the defaults are suppressed, so ``cwlbridge --debug run …``
+    is not undone by the sub-parser's own default.  A parser that defines ``-v``
+    itself (``reana job``, whose options are also PanDA's opt_exec) keeps its own.
+    """
+    verbose_default: object = 0 if top else argparse.SUPPRESS
+    debug_default: object = False if top else argparse.SUPPRESS
+    if "-v" not in parser._option_string_actions:
+        parser.add_argument(
+            "-v", "--verbose", action="count", default=verbose_default, help="say more (REST calls, retries, …)"
+        )
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument(
+            "--debug", action="store_true", default=debug_default, help="log everything and show tracebacks"
+        )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _add_common_options(sub)
+
+
+def _configure_logging(verbose: int, debug: bool) -> None:
+    """Log cwlbridge's own messages to stderr: INFO with ``-v``, DEBUG with ``--debug``."""
+    if not (verbose or debug):
+        return
+    logger = logging.getLogger("cwlbridge")
+    if not logger.handlers:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(stream)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every command family registered."""
     from cwlbridge.data import command as data_command
@@ -47,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_command.register(subparsers)
     run_command.register(subparsers)
     engine_command.register(subparsers)
+    _add_common_options(parser, top=True)
     return parser
 
 
@@ -58,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:
         return int(stop.code) if isinstance(stop.code, int) else EXIT_USAGE
     handler: Handler = args.handler
+    if args.debug:
+        # Child processes (the REANA submitter of a run: reana step) inherit it.
+        os.environ["CWLBRIDGE_DEBUG"] = "1"
+    _configure_logging(args.verbose or 0, args.debug)
     try:
         return handler(args)
     except CwlbridgeError as err:
@@ -73,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stderr.write(
             f"cwlbridge: internal error: {type(err).__name__}: {err}\n"
-            "  this is a bug in cwlbridge; rerun with CWLBRIDGE_DEBUG=1 for the traceback\n"
+            "  this is a bug in cwlbridge; rerun with --debug for the traceback\n"
         )
         return EXIT_INTERNAL
 

@@ -57,6 +57,7 @@ def register(subparsers: Any) -> None:
     base_help = "directory holding .cwlbridge/runs (default: the current directory)"
 
     runs = subparsers.add_parser("runs", help="list the recorded runs", description="List the runs under --base.")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
     runs.add_argument("--base", metavar="DIR", default=".", help=base_help)
     runs.set_defaults(handler=run_runs)
 
@@ -75,9 +76,12 @@ def register(subparsers: Any) -> None:
     logs = subparsers.add_parser(
         "logs",
         help="print the job logs of a task",
-        description="Print the stdout (or stderr) files of a task's jobs, each after a '==> FILE <==' line.",
+        description="Print the stdout (or stderr) files of a task's jobs, each after a '==> FILE <==' line."
+        " With one name, TASK is looked up in the latest run (as `status` picks it).",
     )
-    logs.add_argument("run", metavar="RUN", help="run id, a unique prefix, or its directory")
+    logs.add_argument(
+        "run", metavar="RUN", nargs="?", help="run id, a unique prefix, or its directory (default: latest)"
+    )
     logs.add_argument("task", metavar="TASK", help="full task name, name without the outDS prefix, or step name")
     logs.add_argument("--job", type=int, metavar="N", help="only job N (the number in its directory name)")
     logs.add_argument("--attempt", type=int, metavar="N", help="task attempt (default: the latest)")
@@ -91,7 +95,9 @@ def register(subparsers: Any) -> None:
         description="Per-task and total figures of a run; --html writes a self-contained page with a"
         " timeline and the DAG.",
     )
-    report.add_argument("run", metavar="RUN", help="run id, a unique prefix, or its directory")
+    report.add_argument(
+        "run", metavar="RUN", nargs="?", help="run id, a unique prefix, or its directory (default: latest)"
+    )
     report.add_argument("--json", action="store_true", help="machine-readable output")
     report.add_argument("--html", metavar="FILE", help="write an HTML report to FILE")
     report.add_argument("--base", metavar="DIR", default=".", help=base_help)
@@ -183,6 +189,18 @@ def run_runs(args: argparse.Namespace) -> int:
     from cwlbridge.engine.state import RUNS_DIR, list_runs
 
     infos = list_runs(Path(args.base))
+    if args.json:
+        from cwlbridge.engine.report import run_json
+
+        now = time.time()
+        _write_json(
+            [
+                {"id": info.id, "status": "unreadable", "error": info.error} if info.error
+                else run_json(info, info.last_moment(now))
+                for info in infos
+            ]
+        )
+        return EXIT_OK
     if not infos:
         sys.stderr.write(f"no runs under {Path(args.base) / RUNS_DIR}\n")
         return EXIT_OK

@@ -140,8 +140,14 @@ class Settings:
 
 
 def default_outds(chain: Path, environ: dict[str, str]) -> str:
-    """``user.<nick>.<chain name>``: nick from RUCIO_ACCOUNT, else the login name."""
-    nick = environ.get("RUCIO_ACCOUNT") or environ.get("USER") or getpass.getuser()
+    """``user.<nick>.<chain name>``: the nick from PANDA_NICKNAME, RUCIO_ACCOUNT, USER, else the login name.
+
+    PANDA_NICKNAME comes first because it is the nick PanDA itself puts in user.<nick>.
+    (a Rucio account may be a service or group account).
+    """
+    nick = (
+        environ.get("PANDA_NICKNAME") or environ.get("RUCIO_ACCOUNT") or environ.get("USER") or getpass.getuser()
+    )
     stem = chain.parent.name if chain.stem in ("chain", "main", "workflow") else chain.stem
     label = re.sub(r"[^A-Za-z0-9_-]", "_", stem) or "chain"
     return f"user.{re.sub(r'[^A-Za-z0-9_-]', '', nick) or 'nobody'}.{label}"

@@ -134,12 +134,16 @@ def run_plan(args: argparse.Namespace) -> int:
     from cwlbridge.model import plan as plan_mod
     from cwlbridge.model.rules import analyse
 
-    args.chain, args.inputs = chain_and_inputs(args, inputs_required=True)
+    # No inputs file is fine for a chain whose inputs all have defaults; a required one
+    # without a value is then an error at its declaration.
+    args.chain, args.inputs = chain_and_inputs(args, inputs_required=False)
     outds = outds_from(args)
     require_file(args.chain, "chain file")
-    require_file(args.inputs, "inputs file")
+    if args.inputs is not None:
+        require_file(args.inputs, "inputs file")
     analysis = analyse(
-        args.chain, args.inputs, outds, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default()
+        args.chain, args.inputs, outds, verdicts=SchemaVerdicts.default(), chains=LoadedChains.default(),
+        need_values=True,
     )
     for finding in analysis.findings.items:
         sys.stderr.write(finding.text() + "\n")

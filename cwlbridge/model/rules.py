@@ -356,8 +356,14 @@ def _check_cycles(wf: Workflow, findings: Findings) -> None:
 # -- input values -------------------------------------------------------------------------------
 
 
-def read_inputs(wf: Workflow, inputs_path: str | None, findings: Findings) -> dict[str, Any]:
-    """Top-level input values: the inputs file over declared defaults, type-checked."""
+def read_inputs(
+    wf: Workflow, inputs_path: str | None, findings: Findings, *, need_values: bool = False
+) -> dict[str, Any]:
+    """Top-level input values: the inputs file over declared defaults, type-checked.
+
+    Without an inputs file a required input is a warning (``validate`` checks the chain
+    alone), unless ``need_values``: ``plan`` and ``run`` cannot name tasks without it.
+    """
     given: dict[str, Any] = {}
     doc: Any = None
     if inputs_path is not None:
@@ -404,8 +410,10 @@ def read_inputs(wf: Workflow, inputs_path: str | None, findings: Findings) -> di
         else:
             message = f"required input '{name}' has no value"
             hint = f"give it in the inputs file, e.g.  {name}: ..."
-            if inputs_path is None:
+            if inputs_path is None and not need_values:
                 findings.warning(spec.pos, message + " (no inputs file given)", hint=hint)
+            elif inputs_path is None:
+                findings.error(spec.pos, message + " (no inputs file given)", hint=hint)
             else:
                 findings.error(spec.pos, message, hint=hint)
             values[name] = None
@@ -423,14 +431,19 @@ def analyse(
     schema_check: bool = True,
     verdicts: Verdicts | None = None,
     chains: Memo | None = None,
+    need_values: bool = False,
 ) -> Analysis:
-    """Load, check and resolve a chain in one pass, collecting every finding."""
+    """Load, check and resolve a chain in one pass, collecting every finding.
+
+    ``need_values``: a required input without a value is an error even when no inputs
+    file is given (``plan``), not the warning ``validate`` gives.
+    """
     findings = Findings()
     workflow = load_chain(chain_path, findings, schema_check=schema_check, verdicts=verdicts, chains=chains)
     if workflow is None:
         return Analysis(None, {}, None, findings)
     check_workflow(workflow, findings)
-    values = read_inputs(workflow, inputs_path, findings)
+    values = read_inputs(workflow, inputs_path, findings, need_values=need_values)
     plan = resolve(workflow, values, outds or VALIDATE_OUTDS, findings)
     plan.warnings = [f.text() for f in findings.warnings]
     return Analysis(workflow, values, plan, findings)
