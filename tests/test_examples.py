@@ -57,7 +57,7 @@ def test_other_formats_show_every_task(fmt: str) -> None:
     if fmt == "dot":
         assert result.out.startswith("digraph plan {")
         assert 't002 -> t008 [label="processed"]' in result.out
-        assert 't000 -> t001 [style=dashed, label="started"]' in result.out
+        assert 't000 -> t001 [style=dotted, label="started"]' in result.out
     if fmt == "mermaid":
         assert "t002 -->|processed| t008" in result.out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -455,3 +458,71 @@ def test_report_html_to_a_bad_path_is_an_error(scenario: Scenario, tmp_path: Pat
     result = run_cli("report", scenario.run_id, "--html", str(target), "--base", str(scenario.base))
     assert result.code == 1 and f"cannot write {target}" in result.err and "Traceback" not in result.err
     assert not os.path.exists(target)
+
+
+# -- active time, the time axis and the links of the report ------------------------------------
+
+
+def _run_with_gaps(base: Path) -> tuple[Path, float]:
+    """Started; Ctrl-C at 100 s; resumed at 1000 s; killed -9 after 1050 s; resumed at 5000 s; done at 5100 s."""
+    plan = json.loads(GOLDEN.read_text())
+    origin = time.time() - 6000
+    clock = Clock(origin)
+    run_dir = base / RUNS_DIR / "20240601-000000-gaps"
+    state = RunState.create(
+        run_dir, run_id="20240601-000000-gaps", chain=Path("chain.cwl"), inputs=None, outds=OUTDS,
+        options={"store": str(base / "store"), "cwd": str(base)}, plan=plan, clock=clock,
+    )
+    with state.transaction():
+        state.add_task(full("000_skim"), step="skim", type="prun", backend="local", plan_id=0)
+    steps: list[tuple[float, Any]] = [
+        (0, lambda: state.set_run_status("running", pid=1)),
+        (10, lambda: state.begin_attempt(full("000_skim"), 1, "k1")),
+        (100, lambda: state.set_run_status("interrupted")),
+        (1000, lambda: state.set_run_status("running", pid=2)),
+        (1050, lambda: state.set_task_state(full("000_skim"), "running")),
+        (5000, lambda: state.set_run_status("running", pid=3)),  # no stop was recorded: a crash
+        (5100, lambda: state.set_task_state(full("000_skim"), "finished")),
+        (5100, lambda: state.set_run_status("finished")),
+    ]
+    for offset, act in steps:
+        clock.offset = offset
+        act()
+    state.close()
+    return run_dir, origin
+
+
+def test_report_wall_time_leaves_out_the_gaps(tmp_path: Path) -> None:
+    _run_with_gaps(tmp_path)
+    result = run_cli("report", "--json", "--base", str(tmp_path))
+    assert result.code == 0, result.err
+    totals = json.loads(result.out)["totals"]
+    # 0-100, 1000 up to its last record at 1050, 5000-5100.
+    assert totals["wall"] == pytest.approx(100 + 50 + 100)
+    assert totals["span"] == pytest.approx(5100)
+    table = run_cli("report", "--base", str(tmp_path))
+    assert "wall time 4m10s (active; 1h25m from start to end)" in table.out
+
+
+def test_report_html_has_a_clock_axis_and_links(tmp_path: Path) -> None:
+    run_dir, origin = _run_with_gaps(tmp_path)
+    dataset = f"{full('000_skim')}_skim.root"
+    scope = ".".join(dataset.split(".")[:2])
+    (tmp_path / "store" / scope / dataset).mkdir(parents=True)
+    attempt_dir_of(run_dir, full("000_skim"), 1).mkdir(parents=True)
+    out = tmp_path / "report.html"
+    assert run_cli("report", "--html", str(out), "--base", str(tmp_path)).code == 0
+    page = out.read_text()
+    gantt = _svgs(page)[0]
+    ticks = [e for e in gantt.iter(f"{SVG}text") if e.get("class") == "tick"]
+    assert len(ticks) >= 3
+    times = [float(t.get("data-time", "nan")) for t in ticks]
+    assert all(b - a == pytest.approx(times[1] - times[0]) for a, b in itertools.pairwise(times))
+
+    for tick, at in zip(ticks, times):
+        assert tick.text == datetime.datetime.fromtimestamp(at).strftime("%H:%M")  # a step of minutes here
+    (caption,) = [e for e in gantt.iter(f"{SVG}text") if e.get("class") == "axis"]
+    assert datetime.datetime.fromtimestamp(origin + 10).strftime("%Y-%m-%d") in (caption.text or "")
+    assert f'href="{attempt_dir_of(run_dir, full("000_skim"), 1).as_uri()}"' in page
+    assert f'href="{(tmp_path / "store" / scope / dataset).as_uri()}">000_skim_skim.root</a>' in page
+    assert "4m10s while it ran (1h25m from start to end)" in page

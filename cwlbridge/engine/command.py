@@ -423,17 +423,18 @@ def run_report(args: argparse.Namespace) -> int:
         info = state.info()
         now = info.last_moment(time.time())
         figures = rep.task_figures(state, info, now)
+        active = rep.active_seconds(state.events(), info, now)
     if args.html:
-        page = rep.html_page(info, figures, rep.plan_from_json(info.plan), now)
+        page = rep.html_page(info, figures, rep.plan_from_json(info.plan), now, active=active)
         try:
             Path(args.html).write_text(page, encoding="utf-8")
         except OSError as err:
             raise CwlbridgeError(f"cannot write {args.html}: {err.strerror or err}") from None
         sys.stderr.write(f"wrote {args.html}\n")
     if args.json:
-        _write_json(rep.report_json(info, figures, now))
+        _write_json(rep.report_json(info, figures, now, active=active))
     elif not args.html:
-        doc = rep.report_json(info, figures, now)
+        doc = rep.report_json(info, figures, now, active=active)
         rows = [
             [
                 f.short, f.row.state, rep.format_duration(f.wall), str(f.attempts),
@@ -452,7 +453,12 @@ def run_report(args: argparse.Namespace) -> int:
         )
         title = (
             f"run {info.id}  {info.effective_status()}  {info.outds}: wall time"
-            f" {rep.format_duration(doc['run']['duration'])}"
+            f" {rep.format_duration(doc['totals']['wall'])}"
+            + (
+                f" (active; {rep.format_duration(doc['totals']['span'])} from start to end)"
+                if doc["totals"]["span"] - doc["totals"]["wall"] >= 1
+                else ""
+            )
         )
         print_table(
             title, ["task", "state", "wall", "attempts", "jobs", "job runs", "in", "out"], rows,

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import math
 import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cwlbridge import __version__
-from cwlbridge.engine.state import JobRow, RunInfo, RunState, TaskRow
+from cwlbridge.engine.state import Event, JobRow, RunInfo, RunState, TaskRow, attempt_dir
+from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Parent, Plan, Task, short_name, to_dot
 from cwlbridge.units import human_size
 
@@ -122,8 +125,38 @@ def task_figures(state: RunState, info: RunInfo, now: float) -> list[TaskFigures
     ]
 
 
-def report_json(info: RunInfo, figures: list[TaskFigures], now: float) -> dict[str, Any]:
-    """The ``report --json`` document (shape in ``cwlbridge.engine.command``)."""
+def active_seconds(events: Iterable[Event], info: RunInfo, now: float) -> float:
+    """How long the run was going: from each start or resume to its stop, gaps left out.
+
+    A stop is the next run status other than "running".  A run that died without one
+    (a crash, a SIGKILL) is taken to have gone on until the last thing it recorded before
+    it was resumed; one still going counts up to ``now``.
+    """
+    total = 0.0
+    since: float | None = None
+    last = 0.0
+    for event in events:
+        if event.kind == "run" and event.new == "running":
+            if since is not None:
+                total += max(0.0, last - since)
+            since = event.time
+        elif event.kind == "run" and since is not None:
+            total += max(0.0, event.time - since)
+            since = None
+        last = max(last, event.time)
+    if since is not None:
+        total += max(0.0, max(last, now) - since)
+    return total if total or since is not None else info.duration(now)
+
+
+def report_json(
+    info: RunInfo, figures: list[TaskFigures], now: float, *, active: float | None = None
+) -> dict[str, Any]:
+    """The ``report --json`` document (shape in ``cwlbridge.engine.command``).
+
+    ``active``: the run's active time (``active_seconds``), its wall time; by default the
+    whole span from start to end.
+    """
     tasks = []
     states: dict[str, int] = {}
     for f in figures:
@@ -152,7 +185,8 @@ def report_json(info: RunInfo, figures: list[TaskFigures], now: float) -> dict[s
     totals = {
         "tasks": len(figures),
         "states": states,
-        "wall": info.duration(now),
+        "wall": info.duration(now) if active is None else active,
+        "span": info.duration(now),
         "task_time": sum(f.wall or 0.0 for f in figures),
         "attempts": sum(f.attempts for f in figures),
         "jobs": sum(f.row.jobs_total for f in figures),
@@ -198,7 +232,7 @@ _LABEL_W = 260
 _CHART_W = 720
 _ROW_H = 20
 _BAR_H = 12
-_TOP = 28
+_TOP = 44
 _TICK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
 
 
@@ -206,12 +240,12 @@ def _x(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _tick_label(seconds: float) -> str:
-    if seconds < 60:
-        return f"+{seconds:g}s"
-    if seconds < 3600:
-        return f"+{seconds / 60:g}m"
-    return f"+{seconds / 3600:g}h"
+def _clock_label(epoch: float, step: float) -> str:
+    """A tick's local time: ``12:03:10`` (``12:03:10.5`` below a second's step, ``12:05`` from a minute's)."""
+    moment = _dt.datetime.fromtimestamp(epoch)
+    if step < 1:
+        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 100000}"
+    return moment.strftime("%H:%M" if step >= 60 else "%H:%M:%S")
 
 
 def _clip(text: str, width: int) -> str:
@@ -240,12 +274,20 @@ def gantt_svg(figures: list[TaskFigures], now: float) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" class="gantt" width="{width}" height="{height}"'
         f' viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
     ]
-    tick = 0.0
-    while tick <= span + 1e-9:
-        x = _LABEL_W + tick / span * _CHART_W
+    # The axis is the local clock: ticks at round times (every `step` seconds since the
+    # epoch), the day and the first start in the caption, offsets in each bar's tooltip.
+    out.append(
+        f'<text class="axis" x="{_LABEL_W}" y="12" fill="#333">local time on {_x(format_time(t0)[:10])}'
+        f" (first start {_x(format_time(t0)[11:])}, {_x(format_duration(span))} shown)</text>"
+        f'<line x1="{_LABEL_W}" y1="{_TOP - 6}" x2="{_LABEL_W + _CHART_W}" y2="{_TOP - 6}" stroke="#999"/>'
+    )
+    tick = math.ceil(t0 / step - 1e-9) * step
+    while tick <= t1 + 1e-9:
+        x = _LABEL_W + (tick - t0) / span * _CHART_W
         out.append(
-            f'<line x1="{x:.1f}" y1="{_TOP - 6}" x2="{x:.1f}" y2="{height - 10}" stroke="#ddd"/>'
-            f'<text x="{x:.1f}" y="{_TOP - 10}" text-anchor="middle" fill="#555">{_tick_label(tick)}</text>'
+            f'<line x1="{x:.1f}" y1="{_TOP - 9}" x2="{x:.1f}" y2="{height - 10}" stroke="#ddd"/>'
+            f'<text class="tick" data-time="{tick:.3f}" x="{x:.1f}" y="{_TOP - 12}" text-anchor="middle"'
+            f' fill="#555">{_clock_label(tick, step)}</text>'
         )
         tick += step
     y = _TOP
@@ -426,9 +468,51 @@ def _swatch(state: str) -> str:
     return f'<span class="state" style="background:{STATE_COLOURS.get(state, "#9e9e9e")}"></span>'
 
 
-def html_page(info: RunInfo, figures: list[TaskFigures], plan: Plan, now: float) -> str:
-    """The whole self-contained report page."""
-    doc = report_json(info, figures, now)
+def _file_link(path: Path, text: str) -> str:
+    return f'<a href="{_x(path.as_uri())}">{_x(text)}</a>'
+
+
+def _output_cells(info: RunInfo, plan: Plan, figures: list[TaskFigures]) -> dict[str, str]:
+    """Per run task: its output datasets, each a link to its folder when the store is local.
+
+    A loop iteration's datasets are the plan's with the iteration's task name put in.
+    """
+    from cwlbridge.data.datasets import LocalStore, open_store
+
+    by_id = {t.id: t for t in plan.tasks}
+    spec = info.options.get("store")
+    store: LocalStore | None = None
+    if not str(spec or "").startswith("rucio"):
+        try:
+            opened = open_store(spec, cwd=Path(info.options.get("cwd") or "."))
+        except CwlbridgeError:
+            opened = None
+        store = opened if isinstance(opened, LocalStore) else None
+    cells: dict[str, str] = {}
+    for f in figures:
+        task = by_id.get(f.row.plan_id)
+        if task is None:
+            continue
+        links = []
+        for dataset in task.output_datasets:
+            name = f.row.name + dataset[len(task.name):] if dataset.startswith(task.name) else dataset
+            shown = short_name(name.rstrip("/"), info.outds)
+            where = store.dataset_path(name.rstrip("/")) if store is not None else None
+            links.append(_file_link(where, shown) if where is not None and where.is_dir() else _x(shown))
+        cells[f.row.name] = "<br>".join(links)
+    return cells
+
+
+def html_page(
+    info: RunInfo, figures: list[TaskFigures], plan: Plan, now: float, *, active: float | None = None
+) -> str:
+    """The whole self-contained report page.
+
+    Each task links to its latest attempt's directory (the job logs) and to its output
+    datasets' folders in a local store (Rucio datasets are named, not linked).
+    """
+    doc = report_json(info, figures, now, active=active)
+    outputs = _output_cells(info, plan, figures)
     run, totals = doc["run"], doc["totals"]
     meta = [
         ("chain", info.chain),
@@ -454,7 +538,8 @@ def html_page(info: RunInfo, figures: list[TaskFigures], plan: Plan, now: float)
         f"<tr><th>tasks</th><td>{totals['tasks']} ("
         + ", ".join(f"{_swatch(s)}{_x(s)} {n}" for s, n in sorted(totals["states"].items()))
         + ")</td></tr>",
-        f"<tr><th>wall time of the run</th><td>{format_duration(totals['wall'])}</td></tr>",
+        f"<tr><th>wall time of the run</th><td>{format_duration(totals['wall'])} while it ran"
+        f" ({format_duration(totals['span'])} from start to end)</td></tr>",
         f"<tr><th>sum of task wall times</th><td>{format_duration(totals['task_time'])}</td></tr>",
         f"<tr><th>task attempts</th><td>{totals['attempts']}</td></tr>",
         f"<tr><th>jobs</th><td>{totals['jobs_done']}/{totals['jobs']} done, {totals['jobs_failed']} failed,"
@@ -468,17 +553,21 @@ def html_page(info: RunInfo, figures: list[TaskFigures], plan: Plan, now: float)
         "<h2>Tasks</h2>",
         '<table class="tasks"><tr><th>task</th><th>type</th><th>backend</th><th>state</th><th>started</th>'
         "<th>wall</th><th>attempts</th><th>jobs done/total</th><th>job runs</th><th>in</th><th>out</th>"
-        "<th>message</th></tr>",
+        "<th>logs</th><th>output datasets</th><th>message</th></tr>",
     ]
     for f in figures:
         r = f.row
+        logs = ""
+        if r.attempt and info.run_dir is not None:
+            folder = attempt_dir(Path(info.run_dir), r.name, r.attempt)
+            logs = _file_link(folder, f"attempt {r.attempt}") if folder.is_dir() else ""
         parts.append(
             f'<tr><td title="{_x(r.name)}">{_x(f.short)}</td><td>{_x(r.type)}</td><td>{_x(r.backend)}</td>'
             f"<td>{_swatch(r.state)}{_x(r.state)}</td><td>{format_time(r.started)}</td>"
             f'<td class="num">{format_duration(f.wall)}</td><td class="num">{f.attempts}</td>'
             f'<td class="num">{r.jobs_done}/{r.jobs_total}</td><td class="num">{f.job_attempts}</td>'
             f'<td class="num">{format_bytes(r.bytes_in)}</td><td class="num">{format_bytes(r.bytes_out)}</td>'
-            f"<td>{_x(r.message)}</td></tr>"
+            f'<td>{logs}</td><td class="datasets">{outputs.get(r.name, "")}</td><td>{_x(r.message)}</td></tr>'
         )
     parts.append("</table>")
     parts.append("<h2>Graph</h2>")

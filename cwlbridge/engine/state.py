@@ -634,7 +634,9 @@ class RunState:
                     "UPDATE runs SET status = ?, pid = COALESCE(?, pid), ended = ?, updated = ?",
                     (status, pid, now, now),
                 )
-            if old != status:
+            # "running" is recorded every time, even over a "running" left by a crash: the
+            # report tells the run's active time from these marks.
+            if old != status or status == "running":
                 self._event(now, None, "run", old, status)
 
     def _touch(self, now: float) -> None:

@@ -134,48 +134,170 @@ def _dot_id(task: Task) -> str:
     return f"t{task.id:03d}"
 
 
+# Start links: "started" (the child may start once the parent has started) is dotted,
+# so that dashed stays free for secondary inputs.
 _EDGE_STYLE = {
-    "started": 'style=dashed, label="started"',
+    "started": 'style=dotted, label="started"',
     "processed": 'label="processed"',
     "failed": 'color=red, fontcolor=red, label="failed"',
 }
+_SECONDARY_STYLE = 'style=dashed, arrowhead=empty, color="#555555", label="secondary"'
+
+
+@dataclass
+class Group:
+    """A box around tasks in a picture: one scatter element, sub-workflow or loop body."""
+
+    path: str  # e.g. "point[1]" or "outer[0]/inner"
+    label: str
+    tasks: list[Task] = field(default_factory=list)
+    groups: dict[str, Group] = field(default_factory=dict)
+
+
+def task_groups(plan: Plan) -> Group:
+    """The tasks nested by the sub-workflow part of their path, loop bodies marked.
+
+    ``point[1]/select`` sits in the group ``point[1]`` (scatter element 1 of ``point``).
+    A group whose tasks all run in a loop, below one that is not, is the loop's body.
+    """
+    root = Group("", "")
+    for task in plan.tasks:
+        group = root
+        parts = task.path.split("/")[:-1]
+        for depth, part in enumerate(parts):
+            path = "/".join(parts[: depth + 1])
+            if part not in group.groups:
+                kind = "scatter element" if part.endswith("]") else "sub-workflow"
+                group.groups[part] = Group(path, f"{part} ({kind})")
+            group = group.groups[part]
+        group.tasks.append(task)
+
+    def every_task(group: Group) -> list[Task]:
+        return group.tasks + [t for g in group.groups.values() for t in every_task(g)]
+
+    def mark_loops(group: Group, inside: bool) -> None:
+        for child in group.groups.values():
+            looped = all(t.in_loop for t in every_task(child))
+            if looped and not inside:
+                child.label = f"{child.path} ⟳ loop body (one copy per iteration)"
+            mark_loops(child, inside or looped)
+
+    mark_loops(root, False)
+    return root
+
+
+def producers(plan: Plan) -> dict[str, Task]:
+    """Each output dataset (without a trailing ``/``) and the task that makes it."""
+    return {d.rstrip("/"): t for t in plan.tasks for d in t.output_datasets}
+
+
+def edges(plan: Plan, task: Task) -> list[tuple[Task | str, str, bool]]:
+    """The edges into ``task``: (parent task or outside dataset, start link or "", secondary?).
+
+    A parent that also makes one of the task's secondary inputs gives one edge, marked both.
+    """
+    by_name = {t.name: t for t in plan.tasks}
+    made = producers(plan)
+    secondary_from: dict[str, Task | str] = {}
+    for dataset in task.secondary_ds:
+        source = made.get(dataset.rstrip("/"))
+        secondary_from[source.name if source else dataset] = source or dataset
+    found: list[tuple[Task | str, str, bool]] = []
+    for parent in task.parents:
+        if parent.task in by_name:
+            found.append((by_name[parent.task], parent.link, secondary_from.pop(parent.task, None) is not None))
+    found += [(source, "", True) for source in secondary_from.values()]
+    return found
+
+
+def _depth_and_width(plan: Plan) -> tuple[int, int]:
+    """The longest chain of parents and the most tasks at one such depth."""
+    by_name = {t.name: t for t in plan.tasks}
+    depth: dict[str, int] = {}
+    for task in plan.tasks:  # PanDA's id order puts parents before children
+        depth[task.name] = 1 + max((depth.get(p.task, 0) for p in task.parents if p.task in by_name), default=0)
+    counts: dict[int, int] = {}
+    for level in depth.values():
+        counts[level] = counts.get(level, 0) + 1
+    return max(counts, default=0), max(counts.values(), default=0)
 
 
 def to_dot(plan: Plan) -> str:
-    """Graphviz DOT: one box per task, edges labelled with the start link."""
+    """Graphviz DOT: a box per task, sub-workflows, scatter elements and loop bodies as clusters.
+
+    Edges carry the start link; a secondary input is a dashed edge from the task that makes
+    it (or from a note for a dataset from outside the chain).  A deep chain is drawn top to
+    bottom and a wide one left to right, and the width is capped at 1000 px (10.4 in at 96 dpi),
+    so the boxes stay legible in a picture of that width.
+    """
+    depth, width = _depth_and_width(plan)
+    rankdir = "TB" if depth > max(5, width) else "LR"
     lines = [
         "digraph plan {",
-        "  rankdir=LR;",
-        '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
-        '  edge [fontname="Helvetica", fontsize=10];',
+        f'  graph [rankdir={rankdir}, size="10.4,1000", dpi=96, nodesep=0.25, ranksep=0.45,'
+        ' fontname="Helvetica", fontsize=11];',
+        '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica", fontsize=11];',
+        '  edge [fontname="Helvetica", fontsize=9];',
     ]
-    by_name = {t.name: t for t in plan.tasks}
-    for task in plan.tasks:
+
+    def node(task: Task, indent: str) -> str:
         label = f"{task.id:03d} {task.step}\\n{task.type}"
         if task.condition:
             label += "\\nwhen: " + task.condition.replace('"', "'")
         fill = ', fillcolor="#fdf1e0"' if task.type in ("reana", "junction") else ""
-        lines.append(f'  {_dot_id(task)} [label="{label}"{fill}];')
+        return f'{indent}{_dot_id(task)} [label="{label}"{fill}];'
+
+    def emit(group: Group, indent: str) -> None:
+        for index, child in enumerate(group.groups.values()):
+            cluster = "cluster_" + "".join(c if c.isalnum() else "_" for c in child.path) + f"_{index}"
+            lines.append(f"{indent}subgraph {cluster} {{")
+            style = "rounded,dashed" if "loop body" in child.label else "rounded"
+            lines.append(f'{indent}  label="{child.label}"; style="{style}"; color="#8899aa";')
+            emit(child, indent + "  ")
+            lines.append(f"{indent}}}")
+        lines.extend(node(task, indent) for task in group.tasks)
+
+    emit(task_groups(plan), "  ")
+    outside: dict[str, str] = {}
     for task in plan.tasks:
-        for parent in task.parents:
-            source = by_name.get(parent.task)
-            if source is not None:
-                lines.append(f"  {_dot_id(source)} -> {_dot_id(task)} [{_EDGE_STYLE[parent.link]}];")
+        for source, link, secondary in edges(plan, task):
+            if secondary and link:
+                style = _SECONDARY_STYLE.replace('label="secondary"', f'label="{link}, secondary"')
+            else:
+                style = _SECONDARY_STYLE if secondary else _EDGE_STYLE[link]
+            if isinstance(source, str):  # a secondary dataset from outside the chain
+                if source not in outside:
+                    outside[source] = f"d{len(outside):03d}"
+                    shown = short_name(source, plan.outds).replace('"', "'")
+                    lines.append(f'  {outside[source]} [label="{shown}", shape=note, style=filled, fillcolor=white];')
+                lines.append(f"  {outside[source]} -> {_dot_id(task)} [{style}];")
+            else:
+                lines.append(f"  {_dot_id(source)} -> {_dot_id(task)} [{style}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 def to_mermaid(plan: Plan) -> str:
-    """Mermaid flowchart of the plan."""
+    """Mermaid flowchart of the plan, with the same groups and secondary edges as ``to_dot``."""
     arrows = {"started": "-.->|started|", "processed": "-->|processed|", "failed": "-->|failed|"}
     lines = ["flowchart LR"]
-    by_name = {t.name: t for t in plan.tasks}
+
+    def emit(group: Group, indent: str) -> None:
+        for index, child in enumerate(group.groups.values()):
+            ident = "g_" + "".join(c if c.isalnum() else "_" for c in child.path) + f"_{index}"
+            label = child.label.replace('"', "'")
+            lines.append(f'{indent}subgraph {ident}["{label}"]')
+            emit(child, indent + "  ")
+            lines.append(f"{indent}end")
+        for task in group.tasks:
+            label = f"{task.id:03d} {task.step}<br/>{task.type}".replace('"', "'")
+            lines.append(f'{indent}{_dot_id(task)}["{label}"]')
+
+    emit(task_groups(plan), "  ")
     for task in plan.tasks:
-        label = f"{task.id:03d} {task.step}<br/>{task.type}".replace('"', "'")
-        lines.append(f'  {_dot_id(task)}["{label}"]')
-    for task in plan.tasks:
-        for parent in task.parents:
-            source = by_name.get(parent.task)
-            if source is not None:
-                lines.append(f"  {_dot_id(source)} {arrows[parent.link]} {_dot_id(task)}")
+        for source, link, secondary in edges(plan, task):
+            if isinstance(source, str):
+                continue  # outside datasets are listed by the table and the JSON, not drawn here
+            arrow = (f"-.->|{link}, secondary|" if link else "-.->|secondary|") if secondary else arrows[link]
+            lines.append(f"  {_dot_id(source)} {arrow} {_dot_id(task)}")
     return "\n".join(lines) + "\n"
