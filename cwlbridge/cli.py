@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cwlbridge import __version__
-from cwlbridge.errors import EXIT_FAILURE, EXIT_USAGE, CwlbridgeError
+from cwlbridge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CwlbridgeError
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_INTERNAL = 70
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("cwlbridge: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_FAILURE
     except Exception as err:  # the last guard: no traceback for users

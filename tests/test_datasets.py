@@ -501,9 +501,9 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, monkeypatch: pyt
 
     assert run_cli("data", "get", "user.jdoe.nothing").code == 1
     no_file = run_cli("data", "add", "user.jdoe:ds", "nope.txt")
-    assert no_file.code == 1 and "nope.txt: no such file" in no_file.err
+    assert no_file.code == 2 and "nope.txt: no such file" in no_file.err
     a_dir = run_cli("data", "add", "user.jdoe:ds", ".")
-    assert a_dir.code == 1 and "is not a file" in a_dir.err
+    assert a_dir.code == 2 and "is not a file" in a_dir.err
     bad_name = run_cli("data", "add", "user.jdoe:a b", "f.txt")
     assert bad_name.code == 2 and "not a valid dataset name" in bad_name.err
     bad_store = run_cli("data", "ls", "--store", "nowhere")

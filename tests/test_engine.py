@@ -235,13 +235,74 @@ def test_first_ctrl_c_cancels_records_and_leaves_no_process(tmp_path: Path) -> N
     _wait_for(lambda: len(_marked_processes(marker)) >= 8, 30, "the jobs' process trees")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out
+    assert proc.returncode == 130, out
     assert "resume" in out
     _wait_for(lambda: not _marked_processes(marker), 10, "every job process to be gone")
     run = _run_dirs(tmp_path)[-1].name
     status = _status(tmp_path, env, run)
     states = {t["short"]: t["state"] for t in status["tasks"]}
     assert states == {"000_nap": "cancelled", "001_after": "waiting"}
+    assert status["run"]["status"] == "interrupted"
+
+
+def test_resume_after_ctrl_c_runs_the_cancelled_task_again_and_goes_on(tmp_path: Path) -> None:
+    marker = f"cwlbridge-ctrlc-resume-{os.getpid()}"
+    chain = _slow_chain(tmp_path, marker)
+    starts = tmp_path / "starts.txt"
+    # Job 0 or 1, whichever comes first, finishes at once; the other waits for NAP_OK.
+    _write_script(
+        chain / "nap.sh",
+        f"""\
+        echo start >> {starts}
+        if mkdir {tmp_path}/first 2>/dev/null; then echo quick > nap.txt; exit 0; fi
+        while [ ! -e "$NAP_OK" ]; do sleep 0.2; done
+        echo {marker} > nap.txt
+        """,
+    )
+    ok = tmp_path / "ok"
+    env = _env(CWLB_TEST_MARKER=marker, NAP_OK=str(ok))
+    proc = _popen(["run", "slow/chain.cwl", "slow/inputs.yaml", "--outds", "user.jdoe.cr"], tmp_path, env)
+    run = ""
+
+    def one_job_done() -> bool:
+        nonlocal run
+        dirs = _run_dirs(tmp_path)
+        if not dirs:
+            return False
+        run = dirs[-1].name
+        jobs = _status(tmp_path, env, run)["tasks"][0]["jobs"]
+        return bool(jobs["done"] == 1 and starts.exists() and len(starts.read_text().split()) == 2)
+
+    _wait_for(one_job_done, 60, "one job of the two to finish")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    ok.touch()
+    resumed = _cli(["resume", run], tmp_path, env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    states = {t["short"]: t["state"] for t in _status(tmp_path, env, run)["tasks"]}
+    assert states == {"000_nap": "finished", "001_after": "finished"}
+    assert starts.read_text().split() == ["start"] * 3, "the finished job is kept, only the cancelled one runs again"
+
+
+def test_kill_after_ctrl_c_makes_the_cancellation_final(tmp_path: Path) -> None:
+    marker = f"cwlbridge-ctrlc-kill-{os.getpid()}"
+    _slow_chain(tmp_path, marker)
+    env = _env(CWLB_TEST_MARKER=marker, NAP_OK=str(tmp_path / "never"))
+    proc = _popen(["run", "slow/chain.cwl", "slow/inputs.yaml", "--outds", "user.jdoe.ck"], tmp_path, env)
+    _wait_for(lambda: len(_marked_processes(marker)) >= 8, 30, "the jobs' process trees")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    run = _run_dirs(tmp_path)[-1].name
+    killed = _cli(["kill", run], tmp_path, env)
+    assert killed.returncode == 0 and "cancelled for good" in killed.stdout, killed.stdout + killed.stderr
+    resumed = _cli(["resume", run], tmp_path, env)
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+    tasks = {t["short"]: t for t in _status(tmp_path, env, run)["tasks"]}
+    assert tasks["000_nap"]["state"] == "cancelled" and "cwlbridge kill" in tasks["000_nap"]["message"]
+    assert tasks["001_after"]["state"] == "skipped"
+    assert "parent 000_nap cancelled" in tasks["001_after"]["message"]  # the real parent's name
+    _wait_for(lambda: not _marked_processes(marker), 10, "every job process to be gone")
 
 
 def test_second_ctrl_c_kills_jobs_that_ignore_sigterm(tmp_path: Path) -> None:
@@ -255,7 +316,7 @@ def test_second_ctrl_c_kills_jobs_that_ignore_sigterm(tmp_path: Path) -> None:
     time.sleep(0.3)  # the first Ctrl-C is now waiting for jobs that ignore SIGTERM
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out
+    assert proc.returncode == 130, out
     _wait_for(lambda: not _marked_processes(marker), 10, "every job process to be gone")
     run = _run_dirs(tmp_path)[-1].name
     assert _status(tmp_path, env, run)["tasks"][0]["state"] == "cancelled"
@@ -273,7 +334,10 @@ def test_kill_command_stops_a_run_and_its_jobs(tmp_path: Path) -> None:
     proc.communicate(timeout=60)
     assert proc.returncode == 1
     _wait_for(lambda: not _marked_processes(marker), 10, "every job process to be gone")
-    assert {t["state"] for t in _status(tmp_path, env, run)["tasks"]} <= {"cancelled", "waiting"}
+    status = _status(tmp_path, env, run)
+    assert {t["state"] for t in status["tasks"]} <= {"cancelled", "waiting"}
+    assert status["run"]["status"] == "cancelled"  # final: resume does not run it again
+    assert all("cwlbridge kill" in t["message"] for t in status["tasks"] if t["state"] == "cancelled")
 
 
 def test_kill_of_an_orphaned_run_cancels_its_jobs(tmp_path: Path) -> None:

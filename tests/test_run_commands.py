@@ -268,7 +268,7 @@ def test_status_of_a_run_whose_process_died(scenario: Scenario) -> None:
 def test_unknown_run_is_a_clear_error(scenario: Scenario) -> None:
     for command in (["status", "nope"], ["logs", "nope", "merge"], ["report", "nope", "--json"]):
         result = run_cli(*command, "--base", str(scenario.base))
-        assert result.code == 1
+        assert result.code == 2
         assert "no run 'nope' under" in result.err and "cwlbridge runs --base" in result.err
         assert "Traceback" not in result.text and result.out == ""
 
@@ -312,9 +312,9 @@ def test_logs_by_unique_step_and_reana_log(scenario: Scenario) -> None:
     assert "reana-workflow.log <==\nREANA workflow cwlb-cutflow finished\n" in reana.out
     assert "not a log" not in reana.out
     skim = run_cli("logs", scenario.run_id, "skim", *base)
-    assert skim.code == 1 and "step 'skim' has 2 tasks: 000_skim, 004_skim" in skim.err
+    assert skim.code == 2 and "step 'skim' has 2 tasks: 000_skim, 004_skim" in skim.err
     unknown = run_cli("logs", scenario.run_id, "fit", *base)
-    assert unknown.code == 1 and "no task 'fit'" in unknown.err and "cwlbridge status" in unknown.err
+    assert unknown.code == 2 and "no task 'fit'" in unknown.err and "cwlbridge status" in unknown.err
 
 
 def test_logs_without_stdout_files_says_where_it_looked(scenario: Scenario) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cwlbridge.errors import EXIT_OK, InputFileError
+from cwlbridge.errors import EXIT_OK, InputFileError, UsageError
 from cwlbridge.units import human_size
 
 if TYPE_CHECKING:
@@ -100,9 +100,9 @@ def run_add(args: argparse.Namespace) -> int:
     for name in args.files:
         path = Path(name)
         if not path.exists():
-            raise InputFileError(f"{name}: no such file")
+            raise UsageError(f"{name}: no such file")
         if not path.is_file():
-            raise InputFileError(f"{name} is not a file (directories cannot be added; tar them first)")
+            raise UsageError(f"{name} is not a file (directories cannot be added; tar them first)")
         files.append((path.name, path))
     with _open(args) as store:
         before = {f.name for f in store.list(key)} if store.exists(key) else set()

@@ -38,14 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cwlbridge.errors import EXIT_OK, CwlbridgeError
+from cwlbridge.errors import EXIT_OK, CwlbridgeError, UsageError
 
 #: Names of the files ``logs`` prints: stdout files (and the reana backend's ``*.log``), or stderr.
 LOG_STDOUT, LOG_STDERR = "stdout", "stderr"
 
 
-class TaskNotFoundError(CwlbridgeError):
-    """No task, or more than one, matches what the user named."""
+class TaskNotFoundError(UsageError):
+    """No task, or more than one, matches what the user named (a usage error: exit 2)."""
 
 
 class LogsNotFoundError(CwlbridgeError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cwlbridge.errors import EXIT_FAILURE, EXIT_OK, CwlbridgeError, UsageError
+from cwlbridge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, CwlbridgeError, UsageError
 from cwlbridge.model.command import add_chain_arguments, add_outds_arguments, chain_and_inputs, outds_from
 
 #: Step types the backends here cannot run (they need PanDA's services).
@@ -225,6 +225,7 @@ def execute(
     from cwlbridge.data.datasets import open_store
     from cwlbridge.engine.progress import choose_progress
     from cwlbridge.engine.scheduler import (
+        KILL_REQUESTED,
         EngineOptions,
         Interrupted,
         Scheduler,
@@ -243,6 +244,7 @@ def execute(
             f"{chain} or its inputs changed since run {info.id} started; its plan is different",
             hint=f"start a new run: cwlbridge run {chain} {info.inputs}",
         )
+    _check_containers(plan, settings.containers)
     store = open_store(settings.store, cwd=Path(info.options.get("cwd") or "."))
     progress = choose_progress(info.outds, quiet=quiet)
     backends = _open_backends(settings, store, progress.say, run_dir)
@@ -261,6 +263,9 @@ def execute(
     scheduler.build()
     if retry_tasks is not None:
         _reset_for_retry(scheduler, retry_tasks)
+    elif info.status == "interrupted":
+        scheduler.take_back_stopped()
+    state.set_value(KILL_REQUESTED, False)
     state.set_run_status("running", pid=os.getpid())
     interrupted = False
     progress.start(scheduler.nodes)
@@ -295,6 +300,27 @@ def execute(
         state.close()  # the last checkpoint: no write-ahead log is left beside the state
 
 
+def _check_containers(plan: Any, containers: str) -> None:
+    """``--containers docker|apptainer`` with an image to run and no such engine: refuse at once.
+
+    (``auto`` falls back to the host with a note, ``never`` is the host by choice.)
+    """
+    from cwlbridge.backends.containers import find_container_engine
+
+    if containers not in ("docker", "apptainer"):
+        return
+    images = [t for t in plan.tasks if t.container]
+    if not images:
+        return
+    engine, why = find_container_engine(containers)
+    if engine is None:
+        raise UsageError(
+            f"--containers {containers}: {why}, so step '{images[0].step}' (image {images[0].container})"
+            " cannot run in its container",
+            hint="install it, or run with --containers auto (host when none works) or never",
+        )
+
+
 def _reset_for_retry(scheduler: Any, names: list[str]) -> None:
     wanted = _match_tasks(scheduler, names) if names else None
     if not scheduler.take_back(wanted):
@@ -319,7 +345,7 @@ def _match_tasks(scheduler: Any, names: list[str]) -> set[str]:
 
 
 def _conclude(scheduler: Any, state: Any, info: Any, interrupted: bool, *, quiet: bool, store: Any) -> int:
-    from cwlbridge.engine.scheduler import CANCELLED, FAILED, FINISHED, SKIPPED
+    from cwlbridge.engine.scheduler import CANCELLED, FAILED, FINISHED, KILL_REQUESTED, SKIPPED, STOPPED_MESSAGE
     from cwlbridge.model.plan import short_name
 
     nodes = list(scheduler.nodes.values())
@@ -327,13 +353,21 @@ def _conclude(scheduler: Any, state: Any, info: Any, interrupted: bool, *, quiet
     stuck = [n for n in nodes if n.state == SKIPPED and not n.message.startswith(("condition", "runs only if"))]
     done = [n for n in nodes if n.state == FINISHED]
     outds = info.outds
-    if interrupted:
+    if interrupted and state.get_value(KILL_REQUESTED):
+        with state.transaction():
+            for node in nodes:
+                if node.state == CANCELLED and node.message == STOPPED_MESSAGE:
+                    state.set_task_state(node.task.name, CANCELLED, "killed by `cwlbridge kill`")
         state.set_run_status("cancelled")
+        sys.stderr.write(f"cwlbridge: run {info.id} killed: {len(done)} task(s) finished, the rest cancelled\n")
+        return EXIT_FAILURE
+    if interrupted:
+        state.set_run_status("interrupted")
         sys.stderr.write(
             f"cwlbridge: run {info.id} stopped: {len(done)} task(s) finished, running tasks cancelled;"
-            f" continue with `cwlbridge resume {info.id}`\n"
+            f" continue with `cwlbridge resume {info.id}` (`cwlbridge kill {info.id}` makes it final)\n"
         )
-        return EXIT_FAILURE
+        return EXIT_INTERRUPTED
     for ls in scheduler.loops.values():
         if ls.reason.startswith("stopped by"):
             sys.stderr.write(
@@ -404,6 +438,7 @@ def run_run(args: argparse.Namespace) -> int:
     plan = make_plan(chain, inputs, outds)
     settings = Settings.merge({}, args)
     _refuse_used_outds(plan, settings)
+    _check_containers(plan, settings.containers)
     base = Path(args.base).resolve()
     run_id = new_run_id()
     run_dir = base / RUNS_DIR / run_id
@@ -470,13 +505,23 @@ def run_retry(args: argparse.Namespace) -> int:
 
 def run_kill(args: argparse.Namespace) -> int:
     """``cwlbridge kill RUN``: ask the running process to stop; cancel directly if it is gone."""
-    from cwlbridge.engine.scheduler import CANCELLED, IN_FLIGHT
+    from cwlbridge.engine.scheduler import CANCELLED, IN_FLIGHT, KILL_REQUESTED
     from cwlbridge.engine.state import RunState, find_run
     from cwlbridge.osutil import pid_alive
 
     run_dir = find_run(args.run, Path(args.base).resolve())
     state = RunState.open(run_dir)
     info = state.info()
+    if info.status == "interrupted" and not any(row.state in IN_FLIGHT for row in state.tasks()):
+        # Stopped by Ctrl-C: nothing runs, but `resume` would run its cancelled tasks again.
+        with state.transaction():
+            for row in state.tasks():
+                if row.state == CANCELLED:
+                    state.set_task_state(row.name, CANCELLED, "killed by `cwlbridge kill`")
+        state.set_run_status("cancelled")
+        state.close()
+        sys.stdout.write(f"run {info.id}: cancelled for good; `cwlbridge resume` will not run its tasks again\n")
+        return EXIT_OK
     if info.status in ("finished", "failed", "cancelled") and not any(
         row.state in IN_FLIGHT for row in state.tasks()
     ):
@@ -484,6 +529,7 @@ def run_kill(args: argparse.Namespace) -> int:
         sys.stdout.write(f"run {info.id} has already ended ({info.status}); nothing to kill\n")
         return EXIT_OK
     if info.status == "running" and info.pid and pid_alive(info.pid):
+        state.set_value(KILL_REQUESTED, True)  # the run then makes its cancellation final
         os.kill(info.pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and pid_alive(info.pid):

@@ -30,7 +30,7 @@ from cwlbridge.backends.base import FINAL_PHASES, Backend, TaskSpec, TaskStatus
 from cwlbridge.engine.state import attempt_dir
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.conditions import BinOp, Cond, Not, Ref
-from cwlbridge.model.plan import Loop, Parent, Plan, Task
+from cwlbridge.model.plan import Loop, Parent, Plan, Task, short_name
 
 NUM_RUN = "___idds___num_run___"
 _USER_VAR = re.compile(r"___idds___user_([A-Za-z0-9_]+)___")
@@ -173,6 +173,12 @@ def evaluate(cond: Cond, task: Task, state_of: Callable[[str], str]) -> bool | N
 
 
 # --------------------------------------------------------------------------- the engine
+
+
+# The message of a task cancelled by Ctrl-C: `cwlbridge resume` submits such tasks again;
+# only `cwlbridge kill` makes a cancellation final.
+STOPPED_MESSAGE = "stopped by Ctrl-C; `cwlbridge resume` runs it again"
+KILL_REQUESTED = "kill_requested"  # run-state key `cwlbridge kill` sets before it signals the run
 
 
 class Interrupted(Exception):
@@ -347,7 +353,7 @@ class Scheduler:
         first = True
         while True:
             if self.stop_requested:
-                self.cancel_all()
+                self.cancel_all(STOPPED_MESSAGE)
                 raise Interrupted()
             with self.state.transaction():
                 self._advance()
@@ -452,13 +458,13 @@ class Scheduler:
                 if state == FAILED:
                     continue
                 if state in DONE_STATES:
-                    self._skip(node, f"runs only if {_short(parent.task)} fails")
+                    self._skip(node, f"runs only if {short_name(parent.task, self.plan.outds)} fails")
                     return False
                 return False
             if state == FINISHED:
                 continue
             if state in DONE_STATES:
-                self._skip(node, f"parent {_short(parent.task)} {state}")
+                self._skip(node, f"parent {short_name(parent.task, self.plan.outds)} {state}")
                 return False
             if parent.link == "started" and p is not None and p.produced and p.state in IN_FLIGHT:
                 continue
@@ -657,8 +663,8 @@ class Scheduler:
         self._dirty.update(node.children)
         self.on_change(node)
 
-    def cancel_all(self) -> None:
-        """Cancel every task in flight and record it."""
+    def cancel_all(self, message: str = "cancelled by the user") -> None:
+        """Cancel every task in flight and record it, with ``message``."""
         with self.state.transaction():
             for node in self.nodes.values():
                 if node.state in IN_FLIGHT:
@@ -667,7 +673,7 @@ class Scheduler:
                             self.backends[node.backend].cancel(node.handle)
                         except CwlbridgeError as err:
                             node.message = f"cancel failed: {err.message}"
-                    self._set_state(node, CANCELLED, "cancelled by the user")
+                    self._set_state(node, CANCELLED, message)
 
     def take_back(self, names: set[str] | None) -> int:
         """Make failed/cancelled tasks (all, or those in ``names``) wait again, for a retry.
@@ -692,13 +698,14 @@ class Scheduler:
                 self._dirty.add(node.task.name)
         return len(again)
 
+    def take_back_stopped(self) -> int:
+        """After a Ctrl-C: the tasks it cancelled wait again (their finished jobs are kept)."""
+        stopped = {n.task.name for n in self.nodes.values() if n.state == CANCELLED and n.message == STOPPED_MESSAGE}
+        return self.take_back(stopped) if stopped else 0
+
     def request_stop(self) -> None:
         """First Ctrl-C: stop launching, cancel what runs, record it."""
         self.stop_requested = True
-
-
-def _short(name: str) -> str:
-    return name.rsplit("_", 1)[-1] if "_" in name else name
 
 
 @dataclass

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cwlbridge.errors import CwlbridgeError
+from cwlbridge.errors import CwlbridgeError, UsageError
 from cwlbridge.osutil import pid_alive
 
 if TYPE_CHECKING:
@@ -154,8 +154,8 @@ class StateError(CwlbridgeError):
     """The run state cannot be used: missing, corrupt, or written by a newer cwlbridge."""
 
 
-class RunNotFoundError(CwlbridgeError):
-    """No run matches what the user named."""
+class RunNotFoundError(UsageError):
+    """No run matches what the user named (a usage error: exit 2)."""
 
 
 @dataclass
