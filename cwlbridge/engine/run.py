@@ -459,18 +459,45 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def _refuse_used_outds(plan: Any, settings: Settings) -> None:
-    """PanDA refuses an outDS that exists; so do we, before anything runs."""
+    """Before anything runs: every input the chain reads from outside must be in the store,
+    and no output dataset may exist yet (PanDA refuses an outDS that exists; so do we)."""
     from cwlbridge.data.datasets import open_store
 
     with open_store(settings.store) as store:
-        used = store.existing([d for t in plan.tasks for d in t.output_datasets if "___idds___" not in d])
         where = store.root_description()
+        wanted = outside_inputs(plan)
+        present = set(store.existing(list(wanted)))
+        missing = [(dataset, steps) for dataset, steps in wanted.items() if dataset not in present]
+        used = store.existing([d for t in plan.tasks for d in t.output_datasets if "___idds___" not in d])
+    if missing:
+        lines = [f"{d} (read by {', '.join(repr(s) for s in steps)})" for d, steps in missing]
+        raise UsageError(
+            f"{len(missing)} input dataset(s) of the chain are not in the {where}: " + "; ".join(lines),
+            hint=f"register the files with `cwlbridge data add {missing[0][0]} FILE…`, or pick the store"
+            " that holds them with --store",
+        )
     if used:
         raise UsageError(
             f"--outds {plan.outds} was used before: {len(used)} of its output datasets exist already"
             f" ({used[0]}, in the {where})",
             hint="pick a new --outds (e.g. add a version suffix), or continue that run with `cwlbridge resume`",
         )
+
+
+def outside_inputs(plan: Any) -> dict[str, list[str]]:
+    """The datasets the chain reads (inputs and secondaries) that no step of it makes, with the
+    steps (their paths in the chain) that read each."""
+    made = {d.rstrip("/") for t in plan.tasks for d in t.output_datasets}
+    wanted: dict[str, list[str]] = {}
+    for task in plan.tasks:
+        for entry in [*task.in_ds, *task.secondary_ds]:
+            for dataset in (part.strip() for part in entry.split(",")):
+                if not dataset or "___idds___" in dataset or dataset.rstrip("/") in made:
+                    continue
+                steps = wanted.setdefault(dataset, [])
+                if task.path not in steps:
+                    steps.append(task.path)
+    return wanted
 
 
 def _open_existing(args: argparse.Namespace) -> tuple[Path, Settings]:
