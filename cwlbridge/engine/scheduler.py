@@ -496,7 +496,9 @@ class Scheduler:
         """Submit nodes, their attempts' keys recorded first with one commit for all."""
         new = [n for n in nodes if n.key != self._key(n)]
         if new:
-            self.state.begin_attempts([(n.task.name, n.attempt, self._key(n)) for n in new])  # committed first
+            # Committed first; fsync'd when a remote service (REANA, PanDA) gets the key.
+            remote = any(n.backend != "local" for n in new)
+            self.state.begin_attempts([(n.task.name, n.attempt, self._key(n)) for n in new], durable=remote)
             for node in new:
                 node.key = self._key(node)
         for node in nodes:

@@ -7,7 +7,11 @@ an fsync, so it survives a crash of cwlbridge (not of the machine), and readers 
 processes (``cwlbridge status``) see the last committed round while the engine keeps
 writing.  The engine groups its writes per scheduling round with ``transaction()``;
 ``begin_attempt`` always commits the attempt's row before it returns, because the
-idempotency key must be durable before the backend's ``submit`` is called.  Within a round,
+idempotency key must be durable before the backend's ``submit`` is called; for a remote
+backend (REANA, PanDA) that commit is made with ``synchronous=FULL``, an fsync, so that not
+even a power cut can lose a submission that happened.  On a network file system (NFS, AFS,
+EOS, CIFS: lxplus homes) SQLite's WAL is unsafe, so there the state uses a rollback journal
+with ``synchronous=FULL`` throughout and says so once.  Within a round,
 the other writes (state changes, job rows, events) are kept in memory and written together
 when the round ends, so that they cost nothing between one task's end and the next one's
 submission; whatever this process reads, it reads after them.
@@ -25,6 +29,7 @@ import operator
 import os
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +49,11 @@ STATE_FILE = "state.sqlite"
 SHARED_DIR = "sandbox"
 #: Bumped on every incompatible schema change; an older cwlbridge refuses a newer file.
 SCHEMA_VERSION = 1
+#: File systems on which SQLite's write-ahead log is unsafe (its shared memory and locks do
+#: not work across machines, and some of these lie about locks on one machine too).
+WAL_UNSAFE_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "afs", "openafs", "cifs", "smb3", "smbfs", "fuse.eos", "eos", "fuse.sshfs", "9p"}
+)
 
 RUN_STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
 FINAL_RUN_STATUSES = frozenset({"finished", "failed", "cancelled", "interrupted"})
@@ -357,10 +367,13 @@ def list_runs(base: Path) -> list[RunInfo]:
 class RunState:
     """The state of one run; one writer (the engine), any number of readers."""
 
-    def __init__(self, run_dir: Path, conn: sqlite3.Connection, run_id: str, *, readonly: bool) -> None:
+    def __init__(
+        self, run_dir: Path, conn: sqlite3.Connection, run_id: str, *, readonly: bool, wal: bool = True
+    ) -> None:
         self.run_dir = run_dir
         self.run_id = run_id
         self.readonly = readonly
+        self.wal = wal  # False: a rollback journal, every commit an fsync
         self._conn = conn
         self._lock = threading.RLock()
         self._batch = _Batch()
@@ -402,7 +415,13 @@ class RunState:
             raise StateError(f"{path} exists already: run '{run_id}' was created before")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "tasks").mkdir(exist_ok=True)
-        conn = _connect(path, readonly=False)
+        # The state is made under another name and renamed into place once complete: a run
+        # killed in between leaves no state.sqlite, so no half-made run for `runs` or `resume`.
+        draft = run_dir / (STATE_FILE + ".new")
+        for leftover in (draft, Path(f"{draft}-wal"), Path(f"{draft}-shm"), Path(f"{draft}-journal")):
+            leftover.unlink(missing_ok=True)
+        wal = _journal_for(run_dir)
+        conn = _connect(draft, readonly=False, wal=wal)
         now = clock()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -428,8 +447,13 @@ class RunState:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
+            draft.unlink(missing_ok=True)
             raise
-        state = cls(run_dir, conn, run_id, readonly=False)
+        conn.close()  # the last connection: the write-ahead log is folded into the file
+        os.rename(draft, path)
+        _fsync_dir(run_dir)
+        conn = _connect(path, readonly=False, wal=wal)
+        state = cls(run_dir, conn, run_id, readonly=False, wal=wal)
         state.clock = clock
         return state
 
@@ -440,7 +464,8 @@ class RunState:
         path = run_dir / STATE_FILE
         if not path.is_file():
             raise StateError(f"{run_dir} holds no run state ({STATE_FILE} is missing)")
-        conn = _connect(path, readonly=readonly)
+        wal = readonly or _journal_for(run_dir)
+        conn = _connect(path, readonly=readonly, wal=wal)
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version != SCHEMA_VERSION:
@@ -454,7 +479,7 @@ class RunState:
         except BaseException:
             conn.close()
             raise
-        return cls(run_dir, conn, str(row[0]), readonly=readonly)
+        return cls(run_dir, conn, str(row[0]), readonly=readonly, wal=wal)
 
     def close(self) -> None:
         """Close the database; pending batched writes are committed first.  Safe to call twice."""
@@ -742,10 +767,14 @@ class RunState:
         """
         self.begin_attempts([(name, attempt, key)])
 
-    def begin_attempts(self, entries: Sequence[tuple[str, int, str]]) -> None:
-        """``begin_attempt`` for many (task, attempt, key) at once, with one commit."""
+    def begin_attempts(self, entries: Sequence[tuple[str, int, str]], *, durable: bool = False) -> None:
+        """``begin_attempt`` for many (task, attempt, key) at once, with one commit.
+
+        ``durable`` (a remote backend's submissions): that commit is fsync'd, so the keys
+        survive a power cut too, not only a crash of cwlbridge.
+        """
         now = self.clock()
-        with self._write():
+        with self._write(), self._synced(durable and self.wal):
             for name, attempt, key in entries:
                 if attempt < 1:
                     raise ValueError(f"attempt numbers start at 1, got {attempt}")
@@ -775,6 +804,32 @@ class RunState:
                 self._event(now, name, "attempt", None, "begun", key, attempt)
             self._touch(now)
             self._commit_now()
+
+    @contextlib.contextmanager
+    def _synced(self, full: bool) -> Iterator[None]:
+        """Inside ``_write``: with ``full``, what is written in the block is committed with an fsync.
+
+        SQLite changes ``synchronous`` only between transactions, so what the batch executed
+        before is committed first (as ``_commit_now`` would have), then the block's writes go
+        in a transaction of their own.
+        """
+        if not full:
+            yield
+            return
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._conn.execute("PRAGMA synchronous = NORMAL")
 
     def record_handle(self, name: str, attempt: int, handle: str) -> None:
         """Record the handle the backend returned for an attempt."""
@@ -917,7 +972,50 @@ class RunState:
         return default if row is None else json.loads(row[0])
 
 
-def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The type of the file system holding ``path`` (``ext4``, ``nfs4``, ``fuse.eos``…), or None
+    where ``mountinfo`` cannot be read (not Linux)."""
+    try:
+        lines = mountinfo.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, found = -1, None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right.split():
+            continue
+        mount = fields[4].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > best:
+            best, found = len(mount), right.split()[0]
+    return found
+
+
+def wal_is_safe(fstype: str | None) -> bool:
+    """Whether SQLite's WAL may be used on a file system of this type (unknown: yes)."""
+    return fstype is None or fstype.lower() not in WAL_UNSAFE_FILESYSTEMS
+
+
+_warned_journal: set[str] = set()
+
+
+def _journal_for(run_dir: Path) -> bool:
+    """True for WAL; False for a rollback journal, said once per file system type."""
+    fstype = filesystem_type(run_dir)
+    if wal_is_safe(fstype):
+        return True
+    if fstype not in _warned_journal:
+        _warned_journal.add(str(fstype))
+        sys.stderr.write(
+            f"cwlbridge: note: the run state in {run_dir} is on {fstype}, where SQLite's write-ahead log is"
+            " unsafe; it uses a rollback journal instead (slower). --base DIR on a local disk avoids it\n"
+        )
+    return False
+
+
+def _connect(path: Path, *, readonly: bool, wal: bool = True) -> sqlite3.Connection:
     try:
         if readonly:
             conn = sqlite3.connect(
@@ -929,11 +1027,14 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         raise StateError(f"{path} is not a readable run state: {err}") from None
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
-        if not readonly:
+        if not readonly and wal:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StateError(f"{path}: the file system does not allow SQLite's WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
+        elif not readonly:
+            conn.execute("PRAGMA journal_mode = DELETE")
+            conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.DatabaseError as err:
         conn.close()
         raise StateError(f"{path} is not a readable run state: {err}") from None
@@ -941,6 +1042,20 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _version_message(path: Path, version: int) -> str:

@@ -86,6 +86,9 @@ def require_file(path: str, what: str) -> None:
         raise UsageError(f"{what} '{path}' does not exist")
     if os.path.isdir(path):
         raise UsageError(f"{what} '{path}' is a directory, not a file")
+    if not os.path.isfile(path):
+        # A FIFO or a device would be read forever (or block until a writer comes).
+        raise UsageError(f"{what} '{path}' is not a regular file (a FIFO, device or socket)")
 
 
 def run_validate(args: argparse.Namespace) -> int:
