@@ -22,7 +22,7 @@ from cwlbridge.backends.base import FINAL_PHASES, TaskSpec, TaskStatus
 from cwlbridge.backends.containers import container_command, find_container_engine
 from cwlbridge.backends.jobs import JobRecord, is_job_wrapper, observe, read_log
 from cwlbridge.backends.local import LocalBackend, lfn_prefix, output_file_name
-from cwlbridge.backends.sandbox import SANDBOX_MAX_BYTES, Sandbox
+from cwlbridge.backends.sandbox import SANDBOX_MAX_BYTES
 from cwlbridge.backends.splitting import (
     InputFile,
     chunk_files,
@@ -561,163 +561,6 @@ def test_cwl_files_are_shared_read_only_and_the_rest_copied(
         ] * 2
 
 
-def test_an_expected_task_is_made_ahead_while_jobs_run_and_then_runs_as_usual(
-    store: LocalStore, tmp_path: Path, sandbox: Path, said: list[str], release: Path
-) -> None:
-    """The child's directories, sandbox copy and empty job files are made while the parent runs.
-
-    The parent changes the shared chain.cwl after that (a job may chmod its own files): the
-    child still starts with the chain as it was.
-    """
-    shared = tmp_path / "shared"
-    backend = LocalBackend(store, jobs=1, containers="never", say=said.append, shared=shared)
-    parent = _task(
-        f"{wait_until_exists(release)}; chmod u+w chain.cwl; echo edit >> chain.cwl",
-        "",
-        name="user.jdoe.test_000_parent",
-    )
-    child = _task("cat chain.cwl; cat conf/settings.txt; ls -A", "", name="user.jdoe.test_001_child")
-    child_spec = _spec(child, tmp_path, sandbox, number=2)
-    workdir = child_spec.workdir
-    try:
-        handle = backend.submit(_spec(parent, tmp_path, sandbox))
-        backend.expect(child, workdir, sandbox)
-        assert backend.poll([handle])[handle].phase == "running"
-        backend.wait(0.05)  # the parent's job runs: time to make the child ahead
-        job = workdir / "000001.1"
-        assert sorted(p.name for p in workdir.iterdir()) == [
-            ".task.json.tmp",
-            "000001.1",
-            "000001.1.jsonl",
-            "000001.1.stderr",
-            "000001.1.stdout",
-        ]
-        assert sorted(p.name for p in job.iterdir()) == ["chain.cwl", "conf", "show.sh"]
-        assert all(p.stat().st_size == 0 for p in workdir.iterdir() if p.is_file())
-        assert observe(job).state == "absent"  # an empty log is no record: nothing ran
-        release.touch()
-        assert _run(backend, handle).phase == "finished"
-        (kept,) = shared.iterdir()
-        original = (sandbox / "chain.cwl").read_text()
-        assert kept.read_text() == original + "edit\n"  # the parent wrote to the shared copy
-        child_handle = backend.submit(child_spec)
-        assert child_handle == str(workdir)
-        assert _run(backend, child_handle).phase == "finished"
-    finally:
-        backend.close()
-    assert _stdouts(child_handle) == [original + "alpha=1\nchain.cwl\nconf\nshow.sh\n"]
-    assert (workdir / "000001.1.stderr").read_text() == ""
-    assert not (workdir / ".task.json.tmp").exists() and (workdir / "task.json").is_file()
-    assert [m for m in said if "changed the shared" in m] == [
-        "a job of user.jdoe.test_001_child or earlier changed the shared sandbox file chain.cwl; written again"
-    ]
-
-
-def test_a_second_sandbox_copy_replaces_the_first_never_writing_through_links(tmp_path: Path, sandbox: Path) -> None:
-    """What a resumed run finds in a job directory made before a crash is replaced, not written into."""
-    copy, shared, work = Sandbox.scan(sandbox), tmp_path / "shared", tmp_path / "work"
-    work.mkdir()
-    assert copy.copy_into(work, shared) == []
-    (kept,) = shared.iterdir()
-    other = tmp_path / "someone-elses.txt"
-    other.write_text("not yours\n")
-    other.chmod(0o444)
-    (work / "show.sh").unlink()
-    os.link(other, work / "show.sh")
-    (work / "chain.cwl").unlink()
-    (work / "chain.cwl").write_text("stale\n")
-    assert copy.copy_into(work, shared) == []
-    assert os.path.samefile(work / "chain.cwl", kept)
-    assert (work / "show.sh").read_text() == (sandbox / "show.sh").read_text()
-    assert other.read_text() == "not yours\n"
-    assert kept.read_text() == (sandbox / "chain.cwl").read_text()
-
-
-def test_tasks_made_ahead_but_never_submitted_leave_nothing_behind(
-    store: LocalStore, tmp_path: Path, sandbox: Path, release: Path
-) -> None:
-    backend = LocalBackend(store, jobs=2, containers="never", say=lambda m: None)
-    task = _task(wait_until_exists(release), "")
-    skipped = [_task("echo never", "", name=f"user.jdoe.test_00{n}_skipped") for n in (1, 2, 3)]
-    specs = [_spec(t, tmp_path, sandbox, number=n + 2) for n, t in enumerate(skipped)]
-    try:
-        handle = backend.submit(_spec(task, tmp_path, sandbox))
-        for spec in specs:
-            backend.expect(spec.task, spec.workdir, sandbox)
-        assert backend.poll([handle])[handle].phase == "running"
-        backend.wait(0.05)
-        made = [s.workdir for s in specs if s.workdir.exists()]
-        assert made == [s.workdir for s in specs[:2]]  # as many tasks ahead as jobs may run at once
-        release.touch()
-        assert _run(backend, handle).phase == "finished"
-    finally:
-        backend.close()
-    assert not any(s.workdir.exists() for s in specs)
-    assert Path(handle, "task.json").is_file()
-
-
-def test_a_task_is_made_ahead_one_file_operation_at_a_time_and_completed_when_it_is_used(
-    backend: LocalBackend, tmp_path: Path, sandbox: Path
-) -> None:
-    """Between two operations the engine can handle a job's end; a task submitted while its
-    directories are half made gets the rest made first (nothing missing, nothing twice)."""
-    task = _task("./show.sh $(cat conf/settings.txt) && cat chain.cwl > out.root", "--outputs out.root")
-    spec = _spec(task, tmp_path, sandbox)
-    job = spec.workdir / "000001.1"
-    backend.expect(task, spec.workdir, sandbox)
-    assert backend._make_next_ahead()
-    assert spec.workdir.is_dir() and sorted(p.name for p in spec.workdir.iterdir()) == []
-    assert backend._make_next_ahead()
-    assert sorted(p.name for p in spec.workdir.iterdir()) == [".task.json.tmp"]
-    assert backend._make_next_ahead()
-    assert job.is_dir() and list(job.iterdir()) == []
-    assert backend._make_next_ahead()
-    assert sorted(p.name for p in job.iterdir()) == ["chain.cwl", "conf", "show.sh"]
-    assert not Path(f"{job}.jsonl").exists()
-    handle = backend.submit(spec)
-    status = _run(backend, handle)
-    assert status.phase == "finished" and [j.attempts for j in status.jobs] == [1]
-    assert _stdouts(handle) == ["show: alpha=1\n"]
-    made = sorted(p.name for p in spec.workdir.iterdir())
-    assert made == ["000001.1", "000001.1.jsonl", "000001.1.stderr", "000001.1.stdout", "task.json"]
-    assert not backend._make_next_ahead()  # nothing else was expected
-
-
-def test_the_sandbox_is_read_once_as_pchain_uploads_it_once(store: LocalStore, tmp_path: Path, sandbox: Path) -> None:
-    settings = sandbox / "conf" / "settings.txt"
-    first = LocalBackend(store, containers="never", say=lambda m: None)
-    try:
-        for number, name in enumerate(["user.jdoe.test_000_a", "user.jdoe.test_001_b"]):
-            task = _task("cat conf/settings.txt", "", name=name)
-            handle = first.submit(_spec(task, tmp_path, sandbox, number=number))
-            assert _run(first, handle).phase == "finished"
-            assert _stdouts(handle) == ["alpha=1\n"]
-            settings.write_text("alpha=2, edited while the chain runs\n")
-    finally:
-        first.close()
-    later = LocalBackend(store, containers="never", say=lambda m: None)
-    try:
-        handle = later.submit(_spec(_task("cat conf/settings.txt", "", name="user.jdoe.test_002_c"), tmp_path, sandbox))
-        assert _run(later, handle).phase == "finished"
-    finally:
-        later.close()
-    assert _stdouts(handle) == ["alpha=2, edited while the chain runs\n"]
-
-
-def test_jobs_see_the_store_and_find_cwlbridge(
-    backend: LocalBackend, store: LocalStore, tmp_path: Path, sandbox: Path
-) -> None:
-    task = _task('echo "$CWLBRIDGE_STORE|$CWLBRIDGE_RUN"; command -v cwlbridge', "")
-    handle = backend.submit(_spec(task, tmp_path, sandbox))
-    assert _run(backend, handle).phase == "finished"
-    lines = _stdouts(handle)[0].splitlines()
-    assert lines[0] == f"{store.root}|run1"
-    assert lines[1] == str(Path(sys.executable).parent / "cwlbridge")
-
-
-# -- restarts ---------------------------------------------------------------------------------
-
-
 def test_submit_is_idempotent(
     store: LocalStore, backend: LocalBackend, tmp_path: Path, sandbox: Path, release: Path
 ) -> None:
@@ -735,7 +578,7 @@ def test_submit_is_idempotent(
     assert _run(backend, handle).phase == "finished"
     assert count.read_text() == "x\n"
     assert sorted(p.name for p in Path(handle).iterdir()) == [
-        "000001.1", "000001.1.jsonl", "000001.1.stderr", "000001.1.stdout", "task.json"
+        "000001.1", "000001.1.jsonl", "000001.1.sh", "000001.1.stderr", "000001.1.stdout", "task.json"
     ]  # fmt: skip
 
 

@@ -71,9 +71,6 @@ class Backend(ABC):
     def inputs_closed(self, handle: str) -> None:  # noqa: B027 - optional: growing inputs are complete
         pass
 
-    def expect(self, task: Task, workdir: Path, sandbox: Path) -> None:  # noqa: B027 - optional: may come next
-        pass
-
     def changed(self) -> Collection[str] | None:  # handles that may have changed since polled; None: all may
         return None
 

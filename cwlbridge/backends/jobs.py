@@ -1,19 +1,12 @@
 """Job processes that outlive cwlbridge: start them, adopt them, wait for them, kill them.
 
-A job runs in its own session (process group and session id = the wrapper's pid) through a
-tiny ``/bin/sh`` wrapper.  The wrapper reads what to run from a pipe, as a short script, and
-is sent it only after the job's record is written: if cwlbridge dies before, the wrapper
-reads end of file and exits without running anything (a script cut short is one unfinished
-``if`` block, which the shell refuses whole).  So a wrapper can be started before it has a
-job (``prepare``): starting a shell costs about a millisecond, which a chain's next step
-then does not wait for.  A helper thread starts them (``spawning``: without the GIL), so
-the engine notices a job's end while the next shell starts.  The script runs the command
-with ``eval`` in the wrapper itself (where a second ``/bin/sh -c`` would add a fork and an
-exec), stdout/stderr sent to files, and appends the exit code when the command ends; an EXIT
-trap records the code of an ``exit`` in the command.  A command that could get past that
-trap (``exec``, ``trap``, ``return``, a sourced file: see ``job_script``) runs in a subshell
-instead, which ``exit`` and ``exec`` end alone.  ``$$`` is the wrapper's pid, which is the
-job's process group and session.
+A job runs in its own session (process group and session id = the wrapper's pid), as grid
+jobs do under runGen: its command is written to a script, ``JOB.sh``, which ``bash`` runs in
+a process of its own (EL grid nodes run commands with bash; ``/bin/sh`` is dash on Debian
+and Ubuntu), with stdout/stderr sent to files.  A small ``/bin/sh`` wrapper around it waits
+for a "go" line on a pipe, which it is sent only after the job's record is written (if
+cwlbridge dies before, the wrapper reads end of file and exits without running anything),
+and appends the command's exit code to the job's log when it ends.
 Because the job is not in cwlbridge's process group, Ctrl-C and SIGKILL of cwlbridge leave
 it running, and a later cwlbridge can adopt it from the files alone.
 
@@ -27,6 +20,7 @@ directory):
   appended by the wrapper; then whatever the caller notes with ``append_note`` (e.g. that the outputs are
   stored).  One file instead of a record, an exit-code file and notes: creating a file is
   the dearest step of starting a job on a disk-backed file system, appending is not.
+- ``JOB.sh``: the command, as the script bash runs
 - ``JOB.stdout``, ``JOB.stderr``: the command's output
 
 Every line goes out in one ``write`` with ``O_APPEND``, so a reader sees whole lines plus at
@@ -51,21 +45,17 @@ import errno
 import hashlib
 import json
 import os
-import re
 import secrets
 import selectors
-import shlex
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cwlbridge.backends import spawning
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.osutil import append_line, open_empty, pid_alive
 
@@ -77,67 +67,32 @@ LOG_SUFFIX = ".jsonl"
 STDOUT_SUFFIX = ".stdout"
 STDERR_SUFFIX = ".stderr"
 
-#: Linux refuses a single argument longer than 128 KiB (MAX_ARG_STRLEN).
-MAX_COMMAND_BYTES = 120 * 1024
-#: The wrapper exits with this without running anything when cwlbridge died before go.
+SCRIPT_SUFFIX = ".sh"
+#: The wrapper exits with this without running anything when cwlbridge died before "go".
 NOT_STARTED_EXIT = 111
 
 _SH = "/bin/sh"
-#: Signals Python ignores that a job must not inherit ignored (``subprocess`` restores them
-#: too): with SIGPIPE ignored, ``yes | head`` would print "Broken pipe" errors.
+#: Signals Python ignores that a job must not inherit ignored: with SIGPIPE ignored,
+#: ``yes | head`` would print "Broken pipe" errors.
 _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name))
-# Runs what the pipe on stdin says (``job_script``); an empty pipe runs nothing.
-_WRAPPER = f". /dev/stdin\nexit {NOT_STARTED_EXIT}\n"
+# $1: the job's name, $2: its working directory, $3: bash.  The wrapper's own variables are
+# not exported, so the command does not see them.
+_WRAPPER = f"""\
+IFS= read -r go || exit {NOT_STARTED_EXIT}
+exec 0</dev/null
+if cd "$2"; then
+  "$3" "$1{SCRIPT_SUFFIX}" 1<>"$1{STDOUT_SUFFIX}" 2<>"$1{STDERR_SUFFIX}"
+  rc=$?
+else
+  rc=127
+fi
+printf '{{"exit":%d}}\\n' "$rc" >>"$1{LOG_SUFFIX}"
+"""
 
 
-#: Words with which a command could leave the wrapper's shell without its exit code recorded,
-#: or change how the wrapper goes on (``exec`` replaces it, ``trap`` takes its EXIT trap,
-#: ``return``/``break``/``continue`` act on the wrapper's own script, ``.``/``source`` read
-#: a file that may do any of these).  A command with none of them runs in the wrapper itself.
-_NEEDS_SUBSHELL = re.compile(
-    r"(?<![\w./-])(exec|trap|return|break|continue|source)(?![\w./-])"  # as words, not in names or paths
-    r"|(?:^|[\s;&|(){}])\.(?=\s)"  # the dot command (not ./run.sh)
-)
-
-
-def runs_in_a_subshell(command: str) -> bool:
-    """Whether ``job_script`` isolates ``command`` in a subshell (see ``_NEEDS_SUBSHELL``)."""
-    return _NEEDS_SUBSHELL.search(command) is not None
-
-
-def job_script(job: Path | str, cwd: Path | str, command: str) -> bytes:
-    """What a wrapper is sent to run ``command`` in ``cwd`` as the job named ``job``.
-
-    All of it is one ``if`` block: the shell parses a compound command whole before it runs
-    any of it, so a script cut short (its sender killed while writing) runs nothing.
-
-    The command runs through ``eval`` in the wrapper itself, and an EXIT trap records the code
-    of an ``exit`` in it.  A subshell would isolate it further, but forking one costs about as
-    much as the rest of a small job (0.9 ms per job on the machine this was measured on), so
-    only a command that could get past the trap (``runs_in_a_subshell``) gets one.
-    """
-    quote = shlex.quote
-    record = f"printf '{{\"exit\":%d}}\\n' \"$1\" >>\"$__cwlb_job{LOG_SUFFIX}\""
-    # <> rather than >: no O_TRUNC, which costs more than the file (see osutil.open_empty);
-    # ``launch`` empties them first if they are not empty.
-    files = f'</dev/null 1<>"$__cwlb_job{STDOUT_SUFFIX}" 2<>"$__cwlb_job{STDERR_SUFFIX}"'
-    if runs_in_a_subshell(command):
-        run = f'( eval "$__cwlb_cmd" ) {files}\n__cwlb_end "$?"\n'
-    else:
-        run = (
-            "trap '__cwlb_end \"$?\"' EXIT\n"  # an ``exit`` in the command
-            f'eval "$__cwlb_cmd" {files}\n'
-            '__cwlb_rc=$?\ntrap - EXIT\n__cwlb_end "$__cwlb_rc"\n'
-        )
-    return (
-        "if :; then\n"
-        f"__cwlb_job={quote(str(job))} __cwlb_cmd={quote(command)}\n"
-        f"__cwlb_end() {{ {record}; }}\n"
-        f"cd {quote(str(cwd))} || {{ __cwlb_end 127; exit 0; }}\n"
-        f"{run}"
-        "exit 0\n"
-        "fi\n"
-    ).encode("utf-8", "surrogateescape")  # undecodable bytes (os.fsdecode) go back as they were
+def script_path(job: Path | str) -> str:
+    """The script holding the command of the job named ``job``."""
+    return f"{job}{SCRIPT_SUFFIX}"
 
 
 JobStateName = Literal["absent", "running", "done", "lost"]
@@ -424,16 +379,6 @@ def _signal_all(pids: Iterable[int], sig: int, first: Collection[int] = ()) -> N
 
 
 @dataclass
-class _Wrapper:
-    """A wrapper started ahead of its job, waiting for its script on the pipe ``feed``."""
-
-    pid: int
-    mark: str
-    env: dict[str, str]  # as given, before the mark was added
-    feed: int
-
-
-@dataclass
 class _Watch:
     job: Path
     pid: int
@@ -446,8 +391,7 @@ class JobRunner:
     """Starts job processes, adopts those of earlier cwlbridge processes, reports ends.
 
     ``wait`` blocks until a watched job ends (a pidfd per job in one selector; where pidfds
-    do not exist, a short poll), so callers never sleep-poll.  Not thread-safe except ``wake``
-    (its own helper thread, see ``prepare``, shares only the wrappers made ahead).
+    do not exist, a short poll), so callers never sleep-poll.  Not thread-safe except ``wake``.
     """
 
     def __init__(self) -> None:
@@ -457,13 +401,9 @@ class JobRunner:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._watched: dict[int, _Watch] = {}  # by pid
-        self._ready: list[_Wrapper] = []  # started ahead (see prepare), guarded by _ahead
-        self._ahead = threading.Condition()
-        self._wanted: tuple[dict[str, str], int] | None = None  # (env, count) of the last prepare
-        self._maker: threading.Thread | None = None
-        self._closing = False
         self._jobs: set[Path] = set()
         self._ended: list[Path] = []
+        self._bash: str | None = None
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -476,28 +416,29 @@ class JobRunner:
         env: Mapping[str, str],
         container: str | None = None,
     ) -> JobRecord:
-        """Start ``command`` (shell text) as the job named ``job``, working in ``cwd``.
+        """Start ``command`` (bash script text) as the job named ``job``, working in ``cwd``.
 
         The directory of ``job`` must exist, and the job must have no record yet.  ``container``
         names a container the command starts (``docker run --name …``) so that a kill can stop
         it too.
         """
         job = Path(os.path.abspath(job))
-        script = job_script(job, cwd, command)  # before a wrapper is taken: nothing to undo if it fails
-        if len(command.encode("utf-8", "surrogateescape")) > MAX_COMMAND_BYTES:
-            raise CwlbridgeError(
-                f"the command of the job in {job} is {len(command)} characters long;"
-                f" at most {MAX_COMMAND_BYTES} fit on one command line"
-            )
-        if "\0" in command:  # a shell would drop it silently and run something else
+        if "\0" in command:  # bash would drop it silently and run something else
             raise CwlbridgeError(f"the command of the job in {job} contains a NUL character")
-        wrapper = self._take_ready(env) or self._spawn(env, job)
-        pid = wrapper.pid
-        record = JobRecord(
-            pid=pid, pgid=pid, sid=pid, started=time.time(), mark=wrapper.mark, container=container, command=command
-        )
         try:
-            # Truncated: what a launcher killed before sending the script left is not a record.
+            _write_file(script_path(job), (command + "\n").encode("utf-8", "surrogateescape"))
+            for path in (stdout_path(job), stderr_path(job)):  # the wrapper does not truncate them
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_size:
+                        os.truncate(path, 0)
+        except OSError as exc:
+            raise CwlbridgeError(f"cannot write the job's script in {job}: {exc.strerror or exc}") from exc
+        mark = secrets.token_hex(10)
+        pid, go = self._spawn(job, cwd, env, mark)
+        record = JobRecord(pid=pid, pgid=pid, sid=pid, started=time.time(), mark=mark, container=container,
+                           command=command)
+        try:
+            # Truncated: what a launcher killed before "go" left is not a record.
             line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode("utf-8")
             fd = open_empty(log_path(job), os.O_WRONLY | os.O_APPEND)
             try:
@@ -505,109 +446,46 @@ class JobRunner:
                     raise OSError(errno.EIO, "the record was written in part")
             finally:
                 os.close(fd)
-        except OSError as exc:
-            self._retire(wrapper)  # it reads end of file and exits without running anything
-            raise CwlbridgeError(f"cannot record the job in {job}: {exc.strerror or exc}") from exc
-        except BaseException:
-            self._retire(wrapper)
-            raise
-        try:
-            for path in (stdout_path(job), stderr_path(job)):  # the script does not truncate them
-                with contextlib.suppress(FileNotFoundError):
-                    if os.stat(path).st_size:
-                        os.truncate(path, 0)
-            view = memoryview(script)
-            while view:  # a long command may not fit in the pipe: the wrapper reads as it comes
-                view = view[os.write(wrapper.feed, view) :]
-        except OSError as exc:  # the wrapper is gone (killed in between): nothing ran
-            self._retire(wrapper)
+            os.write(go, b"go\n")
+        except OSError as exc:  # nothing ran: the wrapper reads end of file and exits
+            os.close(go)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
             raise CwlbridgeError(f"cannot start the job in {job}: {exc.strerror or exc}") from exc
-        os.close(wrapper.feed)
-        self._add_watch(_Watch(job, pid, wrapper.mark, True, _pidfd(pid)))
+        except BaseException:
+            os.close(go)
+            raise
+        os.close(go)
+        self._add_watch(_Watch(job, pid, mark, True, _pidfd(pid)))
         return record
 
-    def prepare(self, env: Mapping[str, str], count: int = 1) -> None:
-        """Have ``count`` wrappers waiting for jobs with environment ``env`` (see the module).
-
-        Wrappers for another environment are let go: they exit without running anything.
-        Where ``spawning`` can start them without holding the GIL, a helper thread does, and
-        this returns at once; otherwise they are started here.
-        """
-        with self._ahead:
-            stale = [w for w in self._ready if w.env != env]
-            self._ready = [w for w in self._ready if w.env == env]
-            self._wanted = (dict(env), count)
-            if self._maker is None and spawning.available():
-                self._maker = threading.Thread(target=self._make_wrappers, name="cwlbridge-wrappers", daemon=True)
-                self._maker.start()
-            self._ahead.notify()
-        for wrapper in stale:
-            self._retire(wrapper)
-        if self._maker is None:
-            while len(self._ready) < count:
-                try:
-                    self._ready.append(self._spawn(env, None))
-                except CwlbridgeError:
-                    return  # launch will say why, for a job
-
-    def _make_wrappers(self) -> None:
-        """The helper thread of ``prepare``: starts wrappers while fewer than wanted wait."""
-        while True:
-            with self._ahead:
-                while not self._closing and (self._wanted is None or len(self._ready) >= self._wanted[1]):
-                    self._ahead.wait()
-                if self._closing or self._wanted is None:  # the latter only for mypy: closing
-                    return
-                env = self._wanted[0]
-            try:
-                wrapper = self._spawn(env, None)
-            except CwlbridgeError:
-                with self._ahead:
-                    self._wanted = None  # launch will say why, for a job
-                continue
-            with self._ahead:
-                keep = not self._closing and self._wanted is not None and self._wanted[0] == env
-                if keep:
-                    self._ready.append(wrapper)
-            if not keep:
-                self._retire(wrapper)
-
-    def _take_ready(self, env: Mapping[str, str]) -> _Wrapper | None:
-        while True:
-            with self._ahead:
-                if not self._ready:
-                    return None
-                wrapper = self._ready.pop(0)
-            try:  # reaps one killed by someone while it waited
-                waiting = os.waitpid(wrapper.pid, os.WNOHANG)[0] == 0
-            except ChildProcessError:
-                waiting = False
-            if waiting and wrapper.env == env:
-                return wrapper
-            self._retire(wrapper)
-
-    def _spawn(self, env: Mapping[str, str], job: Path | None) -> _Wrapper:
-        mark = secrets.token_hex(10)
+    def _spawn(self, job: Path, cwd: Path, env: Mapping[str, str], mark: str) -> tuple[int, int]:
+        """Start the wrapper of ``job`` in a session of its own; (its pid, the pipe to say "go" on)."""
+        if self._bash is None:
+            self._bash = shutil.which("bash") or "/bin/bash"
         inherited = env.get(MARK_ENV, "")
         environ = dict(env)
         environ[MARK_ENV] = f"{inherited}:{mark}" if inherited else mark
-        feed_r, feed_w = os.pipe()
+        go_r, go_w = os.pipe()
         try:
-            argv = [_SH, "-c", _WRAPPER, _SH]
-            pid = spawning.spawn(_SH, argv, environ, stdin=feed_r, default_signals=_DEFAULT_SIGNALS)
+            pid = os.posix_spawn(
+                _SH,
+                [_SH, "-c", _WRAPPER, _SH, str(job), str(cwd), self._bash],
+                environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, go_r, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                ],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+            )
         except OSError as exc:
-            os.close(feed_w)
-            where = f" in {job}" if job is not None else ""
-            raise CwlbridgeError(f"cannot start a job{where}: {exc.strerror or exc}") from exc
+            os.close(go_w)
+            raise CwlbridgeError(f"cannot start the job in {job}: {exc.strerror or exc}") from exc
         finally:
-            os.close(feed_r)
-        return _Wrapper(pid, mark, dict(env), feed_w)
-
-    def _retire(self, wrapper: _Wrapper) -> None:
-        """Let an unused wrapper go: it reads end of file and exits at once."""
-        os.close(wrapper.feed)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(wrapper.pid, 0)
+            os.close(go_r)
+        return pid, go_w
 
     def adopt(self, job: Path, record: JobRecord) -> bool:
         """Watch a job another process started; False if it is not running any more."""
@@ -749,13 +627,6 @@ class JobRunner:
 
     def close(self) -> None:
         """Stop watching; running jobs keep running (a later process can adopt them)."""
-        with self._ahead:
-            self._closing = True
-            self._ahead.notify()
-        if self._maker is not None:
-            self._maker.join()
-        while self._ready:
-            self._retire(self._ready.pop())
         for watch in list(self._watched.values()):
             if watch.pidfd is not None:
                 with contextlib.suppress(KeyError, ValueError):
@@ -769,6 +640,16 @@ class JobRunner:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    fd = open_empty(path, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _alive_pid(pid: int) -> bool:

@@ -24,17 +24,6 @@ that has an exit code.  Files and directories are few on purpose: creating them 
 dearest part of starting a job on a disk-backed file system, so what the backend learns
 about a job is appended to the job's log rather than written to files of its own.
 
-The files that do have to be created are made early where possible.  While jobs run and
-the backend would only wait, it makes ahead what the next jobs in its queue need (the job's
-directory with the sandbox copied in, and its empty log, stdout and stderr), and then the
-same for the tasks the scheduler says may come next (``expect``: a submitted task's
-children), with the task's directory and an empty ``task.json`` temporary name: a few jobs
-and tasks ahead, one file operation at a time, and never while a job's end waits to be
-handled (the next operation waits until it is).  When the
-job starts, only contents remain to be written.  An empty log is no record (the job counts
-as never started), so a directory made ahead is also what a crash before the job's start
-would have left.  What was made for jobs or tasks that never started (cancelled, skipped)
-is removed by ``close``.
 """
 
 from __future__ import annotations
@@ -43,16 +32,13 @@ import contextlib
 import dataclasses
 import functools
 import glob
-import itertools
 import json
 import os
 import re
 import shlex
-import shutil
-import sys
 import tarfile
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +51,8 @@ from cwlbridge.backends.jobs import (
     JobState,
     append_note,
     job_mark,
-    log_path,
     observe,
     stderr_path,
-    stdout_path,
 )
 from cwlbridge.backends.sandbox import SANDBOX_MANY_FILES, Sandbox
 from cwlbridge.backends.splitting import (
@@ -88,7 +72,7 @@ from cwlbridge.data.datasets import DatasetStore, LocalStore, RucioStore
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Task
 from cwlbridge.model.prunopts import OutputSpec, PrunOptionError, parse_prun_args
-from cwlbridge.osutil import empty_file, open_empty
+from cwlbridge.osutil import open_empty
 
 CONTAINER_CHOICES: tuple[str, ...] = ("never", "auto", "docker", "apptainer")
 
@@ -97,8 +81,6 @@ CLOSED_FILE = "inputs-closed"
 CANCELLED_FILE = "cancelled"
 #: The layout of a task attempt's directory; 2: job files beside the job's working directory.
 _FORMAT = 2
-#: How long something made ahead holds its place in the budget (see ``_make_next_ahead``).
-_AHEAD_HOLD = 5.0
 #: Step types this backend runs as jobs.
 _RUNNABLE_TYPES = ("prun", "junction", "reana")
 _UNSUPPORTED = {"phpo": "PanDA's HPO service", "gitlab": "PanDA's GitLab CI service"}
@@ -311,25 +293,13 @@ class LocalBackend(Backend):
         self._said: set[str] = set()
         self._engine: tuple[str | None, str] | None = None
         self._base_env = self._job_environment()
-        self._last_env: dict[str, str] | None = None  # of the last job started
-        # Made ahead (see the module): tasks expected, by work directory, with their sandbox;
-        # task and job directories made (monotonic time), not used yet; job directories whose
-        # sandbox is in place.
-        self._expected: dict[str, tuple[str, Path]] = {}
-        self._made_tasks: dict[str, float] = {}
-        self._made_jobs: dict[str, float] = {}
-        self._sandboxed: set[str] = set()
         self._notes_due: list[tuple[Path, dict[str, Any]]] = []  # see _register_outputs
-        self._making: _Making | None = None  # what is being made ahead, step by step
 
     # -- the contract -------------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec) -> str:
         workdir = Path(os.path.abspath(spec.workdir))
         handle = str(workdir)
-        self._expected.pop(handle, None)
-        self._finish_making(handle)
-        made = self._made_tasks.pop(handle, None) is not None
         if handle in self._runs or (workdir / TASK_FILE).is_file():
             found = self._load(handle)
             if found is None:
@@ -342,8 +312,7 @@ class LocalBackend(Backend):
             self._create_outputs(found)
             return handle
         run = self._plan(spec, workdir)
-        if not made:
-            workdir.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
         run.save()
         self._adopt_run(run, fresh=True)
         self._pump()
@@ -412,10 +381,6 @@ class LocalBackend(Backend):
             self._extend(run)
             self._launch()
 
-    def expect(self, task: Task, workdir: Path, sandbox: Path) -> None:
-        if task.type in _RUNNABLE_TYPES and task.exec:
-            self._expected.setdefault(os.path.abspath(workdir), (task.name, sandbox))
-
     def changed(self) -> list[str]:
         """Handles of tasks that changed since poll last reported them: the scheduler polls
         only these, so a round costs the same with 1000 tasks in flight as with one."""
@@ -432,14 +397,7 @@ class LocalBackend(Backend):
         if due and len(self._running) < self.jobs:
             timeout = min(timeout, max(0.0, min(due) - now))
         self._write_notes()
-        if self._running and self._last_env is not None:
-            # Idle until a job ends: a shell for the next one, waiting for its script, so that
-            # its start does not wait for a shell to start.
-            self._runner.prepare(self._last_env, min(self.jobs, 2))
-        ended: list[Path] = []
-        while not ended and self._running and self._make_next_ahead():
-            ended = self._runner.wait(0)  # a job that ended meanwhile comes first
-        self._finish_ended(ended or self._runner.wait(timeout))
+        self._finish_ended(self._runner.wait(timeout))
         self._launch()
 
     def _write_notes(self) -> None:
@@ -451,97 +409,10 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self._write_notes()
-        if self._making is not None:  # what it made so far is removed below, as unused
-            self._making.steps.close()
-            self._making = None
         self._runner.close()
         self._running.clear()
         self._queue.clear()
         self._runs.clear()
-        self._expected.clear()
-        # What was made ahead and never used: jobs of a cancelled task, tasks never submitted.
-        for job in sorted(self._made_jobs):
-            with contextlib.suppress(OSError):
-                if os.stat(log_path(job)).st_size == 0:
-                    for path in _job_files(job):
-                        os.unlink(path)
-                    shutil.rmtree(job, ignore_errors=True)
-        for workdir in sorted(self._made_tasks):
-            if not os.path.exists(os.path.join(workdir, TASK_FILE)):
-                shutil.rmtree(workdir, ignore_errors=True)
-        self._made_tasks.clear()
-        self._made_jobs.clear()
-        self._sandboxed.clear()
-
-    def _make_next_ahead(self) -> bool:
-        """Do the next file operation of what is made ahead for the next job to start, or else
-        for the next expected task (see the module); False when there is nothing (more) to make.
-
-        One operation at a time, so that the caller notices a job's end between two of them
-        (on a slow disk a task's directories and files take milliseconds together).  At most
-        twice ``jobs`` job directories and ``jobs`` tasks made in the last ``_AHEAD_HOLD``
-        seconds wait for use: what a skipped task never used stops counting.
-        """
-        if self._making is None:
-            self._making = self._next_to_make()
-            if self._making is None:
-                return False
-        if next(self._making.steps, _DONE) is _DONE:
-            self._making = None
-        return True
-
-    def _finish_making(self, path: str) -> None:
-        """Complete what is being made ahead if ``path`` (a task's or a job's directory) is part
-        of it: it is about to be used."""
-        if self._making is not None and path in self._making.paths:
-            for _ in self._making.steps:
-                pass
-            self._making = None
-
-    def _next_to_make(self) -> _Making | None:
-        now = time.monotonic()
-        if _recent(self._made_jobs, now) >= 2 * self.jobs:
-            return None
-        for run, job in itertools.islice(self._queue, self.jobs):
-            if job.phase == "pending" and not (job.attempts or job.reuse_attempt or run.previous or run.cancelled):
-                work = os.path.join(run.workdir, _job_dir_name(job.index, 1))
-                if work not in self._made_jobs:
-                    return _Making((work,), self._job_ahead(run.sandbox, run.name, work, now))
-        while self._expected and _recent(self._made_tasks, now) < self.jobs:
-            workdir = next(iter(self._expected))
-            name, root = self._expected.pop(workdir)
-            try:
-                os.makedirs(workdir)
-            except OSError:
-                continue  # made before (a resumed run) or not makeable: submit sees to it
-            self._made_tasks[workdir] = now
-            first = os.path.join(workdir, _job_dir_name(0, 1))
-            return _Making((workdir, first), self._task_ahead(workdir, root, name, first, now))
-        return None
-
-    def _task_ahead(self, workdir: str, root: Path, name: str, job: str, now: float) -> Generator[None, None, None]:
-        """The rest of a task made ahead, after its directory: the empty temporary name of its
-        ``task.json`` and its first job's directory; one file operation per step."""
-        yield  # the directory itself was the first
-        with contextlib.suppress(OSError):
-            empty_file(_tmp_name(os.path.join(workdir, TASK_FILE)))
-        yield
-        yield from self._job_ahead(root, name, job, now)
-
-    def _job_ahead(self, root: Path, name: str, job: str, now: float) -> Generator[None, None, None]:
-        """A job's directory with the sandbox in it and its empty files, before it starts; one
-        file operation per step (the sandbox copy counts as one)."""
-        self._made_jobs[job] = now
-        try:
-            os.mkdir(job)
-            yield
-            self._copy_sandbox(self._sandbox(root), Path(job), name)
-            for path in _job_files(job):
-                yield
-                empty_file(path)
-        except (CwlbridgeError, OSError):
-            return  # what is missing is made when the job starts
-        self._sandboxed.add(job)
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -842,18 +713,9 @@ class LocalBackend(Backend):
         job.started, job.ended, job.exit_code = time.time(), None, None
         try:
             sandbox = self._sandbox(run.sandbox)
-            made = str(work)
-            self._finish_making(made)
-            self._made_jobs.pop(made, None)
-            if made in self._sandboxed:  # made ahead: only a shared copy changed since needs a new link
-                self._sandboxed.discard(made)
-                copy = not sandbox.links_current(work)
-            else:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(work)
-                copy = True
-            if copy:
-                self._copy_sandbox(sandbox, work, run.name)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(work)
+            self._copy_sandbox(sandbox, work, run.name)
             self._stage(job, work, sandbox)
             self._write_input_lists(run, job, work)
             command, container = self._command(run, job, work)
@@ -863,7 +725,6 @@ class LocalBackend(Backend):
                 _make_executable(work / first)
             env = dict(self._base_env)
             env.update(run.env)
-            self._last_env = env
             self._runner.launch(work, command, cwd=work, env=env, container=container)
         except (CwlbridgeError, OSError) as err:
             message = err.message if isinstance(err, CwlbridgeError) else f"{err.strerror or err}: {err.filename}"
@@ -1038,12 +899,10 @@ class LocalBackend(Backend):
         store = store_spec(self.store)
         if store is not None:
             env["CWLBRIDGE_STORE"] = store
-        # runGen puts the job directory first on PATH (so `skim.sh %IN` finds the sandbox's
-        # script); cwlbridge's own directory follows, so `cwlbridge reana job` works in a job.
-        bindir = os.path.dirname(os.path.abspath(sys.executable))
+        # The caller's own environment, with the job directory first on PATH as runGen gives
+        # it (so `skim.sh %IN` finds the sandbox's script).  cwlbridge's virtualenv is not put
+        # in front: a job's python3 is the user's (an LCG view's, with ROOT), as on the grid.
         entries = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != "."]
-        if bindir not in entries:
-            entries.insert(0, bindir)
         env["PATH"] = os.pathsep.join([".", *entries])
         return env
 
@@ -1161,32 +1020,6 @@ def _failure(notes: Sequence[Mapping[str, Any]]) -> str | None:
     return next((str(n["failure"]) for n in notes if "failure" in n), None)
 
 
-def _recent(made: dict[str, float], now: float) -> int:
-    """How many of ``made`` (in the order made) were made less than ``_AHEAD_HOLD`` s ago."""
-    count = 0
-    for when in reversed(made.values()):
-        if now - when >= _AHEAD_HOLD:
-            break
-        count += 1
-    return count
-
-
-@dataclass
-class _Making:
-    """Something being made ahead: the directories it makes, and its remaining steps."""
-
-    paths: tuple[str, ...]
-    steps: Generator[None, None, None]
-
-
-_DONE = object()
-
-
-def _job_files(job: str) -> tuple[str, str, str]:
-    """The files beside a job's directory: its log, stdout and stderr (see ``jobs``)."""
-    return log_path(job), stdout_path(job), stderr_path(job)
-
-
 def _job_dir_name(index: int, attempt: int) -> str:
     """The working directory of a job attempt (and its name for the runner), in its task's."""
     return f"{index + 1:06d}.{attempt}"
@@ -1198,7 +1031,7 @@ def _tmp_name(path: Path | str) -> str:
 
 def _write_json(path: Path, data: object) -> None:
     tmp = _tmp_name(path)
-    fd = open_empty(tmp)  # made ahead, often
+    fd = open_empty(tmp)
     try:
         view = memoryview(json.dumps(data, separators=(",", ":")).encode("utf-8"))
         while view:

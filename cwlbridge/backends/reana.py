@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shlex
+import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,14 @@ def workflow_label(spec: TaskSpec) -> str:
 
 
 def with_name(command: str, label: str) -> str:
-    """The submitter command with ``--name label`` added, unless the user named it already."""
+    """The submitter command with ``--name label`` added, unless the user named it already,
+    and its ``cwlbridge`` run by this very interpreter (``python -m cwlbridge``).
+
+    A job's PATH is the user's, as on the grid, where cwlbridge's virtualenv need not be.
+    """
     words = shlex.split(command)
+    if words and words[0] == "cwlbridge":
+        command = f"{shlex.quote(sys.executable)} -m cwlbridge" + command.lstrip()[len("cwlbridge") :]
     if any(w == "--name" or w.startswith("--name=") for w in words):
         return command
     return command + " --name " + shlex.quote(label)

@@ -147,24 +147,6 @@ class Sandbox:
                     os.close(source_fd)
         return rewritten
 
-    def links_current(self, work: Path) -> bool:
-        """Whether the shared files in ``work`` (an earlier ``copy_into``) are still links to
-        the current shared copies, unchanged since written (no job wrote to them)."""
-        for rel, known in self._shared.items():
-            try:
-                st = os.stat(os.path.join(work, rel))
-                if known is None:  # copied now: a link left from before is not current
-                    if st.st_nlink > 1:
-                        return False
-                    continue
-                path, size, mtime_ns = known
-                kept = os.stat(path)
-            except OSError:
-                return False
-            if not os.path.samestat(st, kept) or (kept.st_size, kept.st_mtime_ns) != (size, mtime_ns):
-                return False
-        return True
-
     def _shared_copy(self, rel: str, mode: int, shared: Path, rewritten: list[str]) -> str | None:
         """The read-only copy of ``rel`` in ``shared`` (written when missing or changed), or None."""
         first = rel not in self._shared

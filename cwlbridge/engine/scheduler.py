@@ -536,15 +536,6 @@ class Scheduler:
         self.state.record_handle(task.name, node.attempt, handle)
         if node.state != SUBMITTED:
             self._set_state(node, SUBMITTED)
-        self._expect_children(node)
-
-    def _expect_children(self, node: Node) -> None:
-        """Tell the backends which never-tried tasks may follow ``node``: they may prepare."""
-        for name in node.children:
-            child = self.nodes.get(name)
-            if child is not None and child.state == WAITING and child.attempt == 0:
-                workdir = attempt_dir(self.state.run_dir, name, 1)
-                self.backends[child.backend].expect(child.task, workdir, self.sandbox)
 
     def _close_inputs(self, in_flight: list[Node]) -> None:
         for node in in_flight:
