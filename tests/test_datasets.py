@@ -542,3 +542,25 @@ def test_existing_lists_the_datasets_that_exist_as_exists_says(tmp_path: Path) -
     (tmp_path / "store" / "user.jdoe" / "user.jdoe.c").mkdir()  # a directory, no dataset
     asked = ["user.jdoe.a", "user.jdoe:user.jdoe.b_out", "user.jdoe.c", "user.jdoe.d", "user.other.a", "mc20.x"]
     assert store.existing(asked) == [d for d in asked if store.exists(d)] == asked[:2]
+
+
+def test_task_numbers_grow_per_scope_across_store_objects_and_processes(tmp_path: Path) -> None:
+    first = LocalStore(tmp_path / "store")
+    assert first.task_numbers("user.jdoe", "user.jdoe", 3) == [1, 2, 3]
+    # Another store object (another run) continues the same counter; another scope has its own.
+    assert LocalStore(tmp_path / "store").task_numbers("user.jdoe", "user.jdoe", 2) == [4, 5]
+    assert first.task_numbers("user.alice", "user.alice", 1) == [1]
+    # Processes taking numbers at once never get the same one (the counter is locked).
+    script = (
+        "import sys; from cwlbridge.data.datasets import LocalStore;"
+        " print(*LocalStore(sys.argv[1]).task_numbers('user.jdoe', 'user.jdoe', 20))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "store")], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    taken = [int(n) for p in procs for n in p.communicate()[0].split()]
+    assert sorted(taken) == list(range(6, 86))
+    assert first.datasets() == []  # the counter is no dataset
+    with pytest.raises(UsageError):
+        first.task_numbers("../x", "user.jdoe", 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from cwlbridge.data.rucio import rucio_client
 from cwlbridge.errors import UsageError
 from tests.cli_run import run_cli
 from tests.servers.rucio_server import RucioServer
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 
 def _adler32(data: bytes) -> str:
@@ -237,3 +240,44 @@ def test_cli_with_a_rucio_store(rucio_env: RucioServer, tmp_path: Path, monkeypa
     assert missing.code == 1 and "not found in rucio" in missing.err and "Traceback" not in missing.text
     foreign = run_cli("data", "add", f"{rucio_env.other_scope}:{rucio_env.other_scope}.x", name)
     assert foreign.code == 1 and "Traceback" not in foreign.text and "jdoe-secret" not in foreign.text
+
+
+def _run_file_names(store: RucioStore, outds: str) -> list[str]:
+    """Every file name in the datasets of one run (all loop iterations), as Rucio lists them."""
+    scope = outds.split(".")[0] + "." + outds.split(".")[1]
+    names = []
+    for dataset in store.datasets():
+        if dataset.startswith(f"{scope}:{outds}_"):
+            names += [f.name for f in store.list(dataset)]
+    return names
+
+
+def test_loop_iterations_and_two_runs_of_a_chain_write_distinct_file_names_in_rucio(
+    rucio_env: RucioServer, store: RucioStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CWLBRIDGE_STORE", f"rucio:{rucio_env.rse}")
+    shutil.copytree(WORKFLOWS / "loop", tmp_path / "loop")
+    dataset = _dataset(rucio_env, "loopin")
+    seed = _write(tmp_path / _file_name(dataset, "seed.txt"), b"seed\n")
+    assert run_cli("data", "add", dataset, str(seed)).code == 0
+    (tmp_path / "loop" / "inputs.yaml").write_text(f"data: {dataset}\n")
+    label = uuid.uuid4().hex[:6]
+    names: dict[str, list[str]] = {}
+    for run in ("a", "b"):
+        # Each run counts on its own, as on two machines (or after the counter file was lost):
+        # the numbers already used in the scope are skipped all the same.
+        monkeypatch.setenv("CWLBRIDGE_NUMBERS_DIR", str(tmp_path / f"numbers-{run}"))
+        outds = f"{rucio_env.scope}.numbers{label}{run}"
+        done = run_cli("run", "loop/chain.cwl", "loop/inputs.yaml", "--outds", outds, "-q")
+        assert done.code == 0, done.text
+        names[run] = _run_file_names(store, outds)
+    fits = [n for n in names["a"] if n.endswith(".fit.txt")]
+    assert len(fits) == 3  # three loop iterations, each its own number
+    assert len(set(fits)) == 3
+    assert len(names["a"]) == len(names["b"]) >= 7
+    everything = names["a"] + names["b"]
+    assert len(set(everything)) == len(everything), sorted(everything)
+    # user.jdoe.<8-digit number>._<job>.<file>: a number is never shared by two runs.
+    numbers = {run: {n.split(".")[2] for n in names[run]} for run in names}
+    assert not numbers["a"] & numbers["b"]

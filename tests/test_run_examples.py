@@ -436,3 +436,51 @@ def test_status_and_report_of_a_finished_example(tmp_path: Path, monkeypatch: py
     assert figures["totals"]["bytes_out"] >= tar_size > 0
     runs = run_cli("runs")
     assert run.run_id in runs.out and "finished" in runs.out
+
+
+def _scope_files(workdir: Path) -> list[str]:
+    """Every output file name (``user.jdoe.<number>._…``) the local store holds in scope user.jdoe."""
+    scope = workdir / ".cwlbridge" / "data" / "user.jdoe"
+    return [f.name for d in scope.iterdir() if d.is_dir() for f in d.iterdir() if f.name.startswith("user.jdoe.")]
+
+
+def test_loop_iterations_and_runs_get_their_own_task_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = run_example("loop", tmp_path, monkeypatch)
+    fits = [name for i in (1, 2, 3) for name in data_files(run.output("fit", i))]
+    assert len(set(fits)) == 3, fits  # user.jdoe.<number>._000001.fit.txt, a number per iteration
+    first = _scope_files(tmp_path)
+    again = run_cli("run", "loop/chain.cwl", "loop/inputs.yaml", "--outds", OUTDS + "2", "-q")
+    assert again.code == 0, again.text
+    both = _scope_files(tmp_path)
+    assert len(both) == 2 * len(first) and len(set(both)) == len(both), sorted(both)
+
+
+def test_a_retried_task_keeps_its_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    copy_example("simple", tmp_path)
+    toys = tmp_path / "simple" / "toys.sh"
+    script = toys.read_text()
+    toys.write_text("#!/usr/bin/env bash\nexit 3\n")
+    plan = plan_json("simple/chain.cwl", "simple/inputs.yaml")
+    register_stub_inputs(plan, tmp_path, count=2)
+    failed = run_cli("run", "simple/chain.cwl", "simple/inputs.yaml", "--outds", OUTDS, "-q")
+    assert failed.code == 1, failed.text
+    [run_id] = _run_ids(tmp_path)
+    counter = tmp_path / ".cwlbridge" / "data" / "user.jdoe" / ".cwlbridge-task-numbers"
+    drawn = counter.read_text()
+    skim = {n.split(".")[2] for n in data_files(run_output(plan, "skim"))}
+    toys.write_text(script)
+    retried = run_cli("retry", run_id, "-q")
+    assert retried.code == 0, retried.text
+    toy_numbers = {n.split(".")[2] for n in data_files(run_output(plan, "toys"))}
+    assert len(toy_numbers) == 1 and not toy_numbers & skim
+    # Drawn at toys' first attempt (below the counter as the first run left it), not at the retry;
+    # only fit, which never ran before, draws a new one now.
+    assert int(next(iter(toy_numbers))) < int(drawn)
+    assert int(counter.read_text()) == int(drawn) + 1
+
+
+def run_output(plan: dict[str, Any], step: str) -> str:
+    [task] = [t for t in plan["tasks"] if t["step"] == step]
+    dataset: str = task["output_datasets"][0]
+    return dataset

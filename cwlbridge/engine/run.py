@@ -257,7 +257,7 @@ def execute(
         sandbox=chain.parent.resolve(),
         read_results=lambda task: read_junction_results(store, task),
         options=EngineOptions(retries=settings.retries, max_iterations=settings.max_iterations,
-                              max_tasks=settings.max_tasks, env=env),
+                              max_tasks=settings.max_tasks, env=env, task_numbers=store.task_numbers),
         on_change=lambda node: progress.update(node),
     )
     scheduler.build()

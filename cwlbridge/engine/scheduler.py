@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cwlbridge.backends.base import FINAL_PHASES, Backend, TaskSpec, TaskStatus
+from cwlbridge.backends.local import lfn_prefix
+from cwlbridge.data.datasets import split_dataset_name
 from cwlbridge.engine.state import attempt_dir
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.conditions import BinOp, Cond, Not, Ref
@@ -52,6 +54,9 @@ class EngineOptions:
     poll_min: float = 0.2  # seconds between polls while nothing wakes us
     poll_max: float = 5.0
     env: Mapping[str, str] = field(default_factory=dict)
+    #: (scope, file-name prefix, count) -> new task numbers (``DatasetStore.task_numbers``);
+    #: without it a task's number is its plan id + 1, the same in every run.
+    task_numbers: Callable[[str, str, int], list[int]] | None = None
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Node:
     children: list[str] = field(default_factory=list)
     inputs_open: bool = False  # submitted before a parent ended: tell the backend when all have
     jobs_seen: tuple[Any, ...] = ()  # the jobs as last recorded, to skip unchanged updates
+    number: int | None = None  # its $JEDITASKID: in its output file names
 
 
 @dataclass
@@ -496,13 +502,46 @@ class Scheduler:
         """Submit nodes, their attempts' keys recorded first with one commit for all."""
         new = [n for n in nodes if n.key != self._key(n)]
         if new:
-            # Committed first; fsync'd when a remote service (REANA, PanDA) gets the key.
-            remote = any(n.backend != "local" for n in new)
-            self.state.begin_attempts([(n.task.name, n.attempt, self._key(n)) for n in new], durable=remote)
+            with self.state.transaction():  # the numbers are committed with the attempts
+                self._number(new)
+                # Committed first; fsync'd when a remote service (REANA, PanDA) gets the key.
+                remote = any(n.backend != "local" for n in new)
+                self.state.begin_attempts([(n.task.name, n.attempt, self._key(n)) for n in new], durable=remote)
             for node in new:
                 node.key = self._key(node)
         for node in nodes:
             self._submit(node)
+
+    def _number(self, nodes: list[Node]) -> None:
+        """Give the nodes their task numbers: the one recorded, else new ones from the store.
+
+        A task keeps its number over its attempts, resumes and retries, as a PanDA task keeps
+        its jediTaskID: finished jobs' outputs and their retried neighbours' share a name.
+        """
+        allocate = self.options.task_numbers
+        wanted: dict[tuple[str, str], list[Node]] = {}
+        for node in nodes:
+            if node.number is None:
+                node.number = self.state.get_value(f"number:{node.task.name}")
+            if node.number is None:
+                outputs = node.task.output_datasets
+                if allocate is None or not outputs:
+                    node.number = node.task.id + 1  # names no file
+                    continue
+                scope = split_dataset_name(outputs[0])[0]
+                wanted.setdefault((scope, lfn_prefix(node.task.name)), []).append(node)
+        for (scope, prefix), group in wanted.items():
+            assert allocate is not None  # groups are made only with it
+            numbers = allocate(scope, prefix, len(group))
+            for node, number in zip(group, numbers, strict=True):
+                node.number = number
+                self.state.set_value(f"number:{node.task.name}", number)
+
+    def _recorded_number(self, node: Node) -> int:
+        """The node's task number; a resumed attempt finds it in the run state."""
+        if node.number is None:
+            node.number = self.state.get_value(f"number:{node.task.name}") or node.task.id + 1
+        return node.number
 
     def _submit(self, node: Node) -> None:
         """Hand the node to its backend; its attempt's key is recorded (``_submit_all``)."""
@@ -515,7 +554,7 @@ class Scheduler:
             key=key,
             workdir=attempt_dir(self.state.run_dir, task.name, node.attempt),
             sandbox=self.sandbox,
-            number=task.id + 1,
+            number=self._recorded_number(node),
             retries=self.options.retries,
             env=self.options.env,
             growing=self._growing_inputs(node),
