@@ -15,6 +15,9 @@ one contract, ``DatasetStore``:
 - ``RucioStore``: datasets in Rucio, files uploaded with the idempotent stage-out and
   downloaded with rucio's ``DownloadClient`` (which verifies checksums).
 
+Both also hand out task numbers (``task_numbers``), PanDA's jediTaskID in output file names,
+from a counter per scope kept on this machine: Rucio has no counter to lend.
+
 rucio-clients takes a quarter of a second to import, so this module imports it only when a
 Rucio store or a ``DidName`` is actually needed; the local store never pays for it.
 """
