@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,10 +141,75 @@ def describe_rucio_exception(exc: BaseException) -> str:
     return redact(text) or type(exc).__name__
 
 
+_NAME_RESOLUTION_MESSAGES = (
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "nodename nor servname provided",
+    "No address associated with hostname",
+    "getaddrinfo failed",
+    "Failed to resolve",
+)
+
+
+def is_name_resolution_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a host name that does not resolve.
+
+    A mistyped or unreachable-by-DNS host does not come back in a minute; retrying it only
+    delays the error.  (A real outage of DNS is rare enough to be worth an error too.)
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror) or type(current).__name__ == "NameResolutionError":
+            return True
+        if any(text in str(current) for text in _NAME_RESOLUTION_MESSAGES):
+            return True
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        todo += [a for a in current.args if isinstance(a, BaseException)]
+    return False
+
+
+def host_resolves(url: str | None) -> bool:
+    """Whether the host of ``url`` has an address (True when unknown: nothing to blame)."""
+    host = urllib.parse.urlsplit(url).hostname if url else None
+    if not host:
+        return True
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def configured_hosts() -> list[str]:
+    """The rucio_host and auth_host of the Rucio configuration in use (those it names)."""
+    from rucio.common.config import config_get
+
+    hosts = []
+    for option in ("rucio_host", "auth_host"):
+        try:
+            hosts.append(str(config_get("client", option)))
+        except Exception:  # not configured: nothing to check
+            continue
+    return hosts
+
+
 def rucio_error(exc: BaseException, action: str, *, url: str | None = None, hint: str | None = None) -> RucioError:
     """Translate a rucio or connection exception raised while doing ``action`` to RucioError."""
     status = next((code for cls, code in _STATUS_BY_CLASS.items() if isinstance(exc, cls)), None)
-    if isinstance(exc, (requests.ConnectionError, rucio_exc.ServerConnectionException)):
+    if is_name_resolution_failure(exc) or (
+        isinstance(exc, rucio_exc.ServerConnectionException)
+        and not all(host_resolves(h) for h in ([url] if url else configured_hosts()))
+    ):
+        message = f"{action}: the Rucio server's host name does not resolve (DNS)"
+        hint = hint or "check rucio_host and auth_host in your Rucio config"
+    elif isinstance(exc, (requests.ConnectionError, rucio_exc.ServerConnectionException)):
         message = f"{action}: cannot connect to the Rucio server"
         hint = hint or "check rucio_host in your Rucio config and your network"
     else:

@@ -33,7 +33,16 @@ from rucio.common import exception as rucio_exc
 from rucio.common.utils import generate_uuid, make_valid_did
 from rucio.rse import rsemanager
 
-from cwlbridge.data.rucio import DidName, RucioError, rucio_client, rucio_error, server_url
+from cwlbridge.data.rucio import (
+    DidName,
+    RucioError,
+    configured_hosts,
+    host_resolves,
+    is_name_resolution_failure,
+    rucio_client,
+    rucio_error,
+    server_url,
+)
 from cwlbridge.data.tarball import file_checksums, format_adler32
 from cwlbridge.errors import CwlbridgeError, InputFileError, UsageError
 
@@ -67,9 +76,17 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     requests.ConnectionError,
     requests.Timeout,
 )
-# Never retried (listed for readers; anything not in TRANSIENT_ERRORS is not retried):
+# Never retried (listed for readers; anything not in TRANSIENT_ERRORS is not retried, and
+# neither is a host name that does not resolve: see ``is_name_resolution_failure``):
 # AccessDenied, InputValidationError, RSEWriteBlocked, DataIdentifierAlreadyExists,
 # InsufficientAccountLimit, InvalidObject, StageOutConflict and ReplicaMismatch.
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    # rucio's client drops the cause of a ServerConnectionException: look the hosts up again.
+    return isinstance(exc, TRANSIENT_ERRORS) and not is_name_resolution_failure(exc) and all(
+        host_resolves(h) for h in configured_hosts()
+    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +170,7 @@ def stage_out(
     )
     client = client or rucio_client()
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS),
+        retry=tenacity.retry_if_exception(_worth_retrying),
         stop=tenacity.stop_after_attempt(ATTEMPTS),
         wait=tenacity.wait_exponential(multiplier=1, min=1, max=30),
         before_sleep=_log_retry,

@@ -491,6 +491,36 @@ def finish_outputs(
     return result, stage_out_tar(result, options, say)
 
 
+def check_stage_out(options: SubmitOptions) -> None:
+    """Before the workflow runs: a ``--rucio-dataset`` needs ``--rse``, a valid name and a
+    Rucio that answers with this configuration (its client authenticates), and the RSE.
+
+    Hours of REANA work are not spent only to learn that the tar cannot be uploaded.
+    """
+    if not options.rucio_dataset:
+        return
+    if not options.rse:
+        raise UsageError("--rucio-dataset needs --rse")
+    from cwlbridge.data.rucio import DidName, rucio_client
+
+    DidName.parse(options.rucio_dataset)
+    try:
+        client = rucio_client()
+        client.get_rse(options.rse)
+    except UsageError:
+        raise
+    except CwlbridgeError as exc:
+        exc.exit_code = EXIT_STAGEOUT
+        exc.message = f"--rucio-dataset: {exc.message}; nothing was submitted"
+        raise
+    except Exception as exc:  # rucio's own exceptions: RSENotFound, AccessDenied, …
+        from cwlbridge.data.rucio import rucio_error
+
+        error = rucio_error(exc, f"--rucio-dataset: Rucio refused RSE {options.rse}; nothing was submitted")
+        error.exit_code = EXIT_STAGEOUT
+        raise error from exc
+
+
 def stage_out_tar(tar: TarResult | None, options: SubmitOptions, say: Say) -> StageOutResult | None:
     """Stage the tarball out to ``--rucio-dataset`` on ``--rse`` with the checksums it was written with."""
     if tar is None or not options.rucio_dataset:
@@ -642,6 +672,7 @@ def submit(
     """
     try:
         prepared = prepare(options)
+        check_stage_out(options)
         engine = "remote" if client is not None else choose_engine(options)
         if engine == "local":
             from cwlbridge.reana.local import run_local
