@@ -380,3 +380,54 @@ def test_yadage_and_snakemake_usage(tmp_path: Path) -> None:
     with pytest.raises(spec.SpecError) as info:
         spec.build_submission(spec.loads_spec("workflow:\n  type: snakemake\n  file: Snakefile\n"), tmp_path)
     assert "snakemake" in str(info.value)
+
+
+def test_unsafe_output_paths_are_refused_by_the_checks(tmp_path: Path) -> None:
+    path = tmp_path / "reana.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            version: 0.9.0
+            workflow:
+              type: serial
+              specification:
+                steps:
+                  - environment: docker.io/library/python:3.11
+                    commands: [echo hi > results/a.txt]
+            outputs:
+              files:
+                - ../x
+                - /etc/passwd
+                - results/ok.txt
+                - ""
+                - results\\b.txt
+              directories:
+                - ..
+                - results
+            """
+        )
+    )
+    findings = [str(f) for f in spec.check_spec(spec.load_spec(path), path, tmp_path)]
+    assert findings == [
+        f"{path}:10:7: error: output path '../x' contains '..'; REANA output paths must stay inside the workspace",
+        f"{path}:11:7: error: output path '/etc/passwd' is absolute; REANA output paths are relative to the workspace",
+        f"{path}:13:7: error: output path '' is empty",
+        f"{path}:14:7: error: output path 'results\\\\b.txt' contains a backslash; write output paths with '/'",
+        f"{path}:16:7: error: output path '..' contains '..'; REANA output paths must stay inside the workspace",
+    ]
+
+
+def test_unsafe_output_paths_stop_a_local_run_before_it_starts(tmp_path: Path) -> None:
+    from tests.cli_run import run_cli
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "reana.yaml").write_text(
+        "version: 0.9.0\nworkflow:\n  type: serial\n  specification:\n    steps:\n"
+        "      - environment: docker.io/library/python:3.11\n        commands: [touch ../escaped]\n"
+        "outputs:\n  files: [../escaped]\n"
+    )
+    result = run_cli("reana", "submit", str(project / "reana.yaml"), "--engine", "local", "--workdir", str(tmp_path))
+    assert result.code == 2, result.text
+    assert "output path '../escaped' contains '..'" in result.err
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.rglob("escaped"))

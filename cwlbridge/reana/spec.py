@@ -352,15 +352,46 @@ def find_leftover_tokens(doc: Any, source: str, tokens: Iterable[str] = ()) -> l
     return findings
 
 
-def _bad_relative_path(text: str) -> str | None:
+def _bad_relative_path(text: str, what: str = "input") -> str | None:
     if not text.strip():
         return "is empty"
     posix = PurePosixPath(text)
     if posix.is_absolute() or text.startswith("\\") or re.match(r"[A-Za-z]:[\\/]", text):
-        return "is absolute; REANA input paths are relative to the workspace"
+        return f"is absolute; REANA {what} paths are relative to the workspace"
     if ".." in posix.parts or ".." in text.split("\\"):
-        return "contains '..'; REANA input paths must stay inside the workspace"
+        return f"contains '..'; REANA {what} paths must stay inside the workspace"
+    if what == "output" and "\\" in text:
+        # It would name another file on the server (one name) than in the tar (a path).
+        return "contains a backslash; write output paths with '/'"
     return None
+
+
+def _check_outputs(doc: Mapping[str, Any], source: str) -> list[Finding]:
+    """Declared outputs must be relative paths inside the workspace: they become paths in
+    the tarball and on this machine, so one that could leave either is refused before the
+    workflow is created (not when its outputs arrive)."""
+    outputs = doc.get("outputs")
+    if outputs is None:
+        return []
+    if not isinstance(outputs, Mapping):
+        return [Finding(_pos(doc, "outputs", source), "'outputs' must be a mapping")]
+    findings: list[Finding] = []
+    for kind in ("files", "directories"):
+        entries = outputs.get(kind)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            findings.append(Finding(_pos(outputs, kind, source), f"outputs.{kind} must be a list"))
+            continue
+        for index, entry in enumerate(entries):
+            pos = _pos(entries, index, source)
+            if not isinstance(entry, str):
+                findings.append(Finding(pos, f"outputs.{kind} entries must be strings"))
+                continue
+            problem = _bad_relative_path(entry, "output")
+            if problem:
+                findings.append(Finding(pos, f"output path {entry!r} {problem}"))
+    return findings
 
 
 def _check_paths(
@@ -425,6 +456,7 @@ def check_spec(
             )
     findings.extend(_check_workflow(doc, base, source))
     findings.extend(_check_inputs(doc, base, source))
+    findings.extend(_check_outputs(doc, source))
     findings.extend(find_leftover_tokens(doc, source, token_list))
     findings.extend(_check_job_file(doc, base, source, token_list))
     return findings
