@@ -46,6 +46,37 @@ def substitute(command: str, parameters: Mapping[str, Any]) -> str:
     return string.Template(command).safe_substitute({key: str(value) for key, value in parameters.items()})
 
 
+def _docker_images(node: Any) -> list[str]:
+    """Every ``dockerPull`` of a packed CWL document, in order of appearance."""
+    found: list[str] = []
+    if isinstance(node, Mapping):
+        pull = node.get("dockerPull")
+        if isinstance(pull, str):
+            found.append(pull)
+        for child in node.values():
+            found.extend(_docker_images(child))
+    elif isinstance(node, list):
+        for child in node:
+            found.extend(_docker_images(child))
+    return found
+
+
+def ignored_images(workflow: Mapping[str, Any], *, docker: bool) -> list[str]:
+    """The container images a local run of ``workflow`` does not use, each said once.
+
+    Serial steps always run on this machine, so every step ``environment`` is ignored;
+    cwltool uses a CWL step's ``DockerRequirement`` only when docker is installed.
+    """
+    if workflow.get("type") == "serial":
+        steps = (workflow.get("specification") or {}).get("steps") or []
+        images = [str(step["environment"]) for step in steps if isinstance(step, Mapping) and step.get("environment")]
+    elif workflow.get("type") == "cwl" and not docker:
+        images = _docker_images(workflow.get("specification"))
+    else:
+        images = []
+    return list(dict.fromkeys(images))
+
+
 def prepare_workspace(prepared: Prepared, workspace: Path) -> None:
     """A fresh workspace with the inputs REANA would receive (same selection as the upload)."""
     if workspace.exists():
@@ -93,6 +124,11 @@ def run_steps(prepared: Prepared, workspace: Path, log_path: Path, options: Subm
     parameters = dict((prepared.submission.get("inputs") or {}).get("parameters") or {})
     env = dict(options.environ)
     env["REANA_WORKSPACE"] = str(workspace)
+    docker = shutil.which("docker", path=env.get("PATH")) is not None
+    ignored = ignored_images(workflow, docker=docker)
+    if ignored:
+        where = "steps run on this machine" if kind == "serial" else "cwltool runs without containers (no docker here)"
+        say(f"local run: {where}; ignoring the image(s) " + ", ".join(ignored))
     if kind == "serial":
         steps = (workflow.get("specification") or {}).get("steps") or []
         for index, step in enumerate(steps):
@@ -117,7 +153,7 @@ def run_steps(prepared: Prepared, workspace: Path, log_path: Path, options: Subm
         job.write_text(json.dumps(parameters), encoding="utf-8")
         target = ((prepared.submission.get("inputs") or {}).get("options") or {}).get("TARGET") or "main"
         command = [sys.executable, "-m", "cwltool", "--quiet", "--outdir", "outputs"]
-        if shutil.which("docker", path=env.get("PATH")) is None:
+        if not docker:
             command.append("--no-container")
         command += [f"{packed}#{target}", str(job)]
         say("local CWL run: cwltool")

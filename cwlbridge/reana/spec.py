@@ -32,19 +32,21 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from cwlbridge.errors import InputFileError, SourcePos, UsageError
 from cwlbridge.model.yamlpos import check_yaml_limits
+from cwlbridge.reana import schema
 
 log = logging.getLogger("cwlbridge.reana")
 
-#: Workflow engines a REANA 0.9 server runs.
-WORKFLOW_TYPES: tuple[str, ...] = ("cwl", "serial", "yadage", "snakemake")
-#: Top-level keys of reana_analysis_schema.json (additionalProperties: false).
-TOP_LEVEL_KEYS: tuple[str, ...] = ("version", "inputs", "workflow", "outputs", "tests", "workspace")
-#: Keys allowed under ``workflow.resources`` on a 0.9 server.
-WORKFLOW_RESOURCE_KEYS_09: tuple[str, ...] = ("cvmfs", "kerberos")
+WORKFLOW_TYPES = schema.WORKFLOW_TYPES
+TOP_LEVEL_KEYS = schema.TOP_LEVEL_KEYS
+#: Workflow types the local engine runs (yadage and snakemake need a REANA server).
+LOCAL_WORKFLOW_TYPES: tuple[str, ...] = ("serial", "cwl")
 #: cwlbridge's own placeholder tokens, e.g. ``__CWLB_DS1__``.
 CWLB_TOKEN = re.compile(r"__CWLB_[A-Za-z0-9_]+__")
 #: pchain placeholders that should have been resolved before the spec is used.
 PCHAIN_PLACEHOLDER = re.compile(r"%\{[A-Za-z_][A-Za-z0-9_]*\}")
+#: script_reana.sh-style tokens (``VAR_INPUT``) meant for ``--var``; ``$VAR_X`` and
+#: ``${VAR_X}`` are shell variables and are left alone.
+VAR_TOKEN = re.compile(r"(?<![\w$])(?<!\$\{)VAR_[A-Z0-9][A-Z0-9_]*\b")
 
 _SEGMENT = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
 _INDEX = re.compile(r"\[(\d+)\]")
@@ -302,17 +304,8 @@ def apply_options(doc: CommentedMap, sets: Iterable[tuple[str, str]], variables:
 # --------------------------------------------------------------------------- checks
 
 
-def _pos(container: Any, key: Any, source: str) -> SourcePos:
-    """The position of ``container[key]`` (falls back to the container's own)."""
-    lc = getattr(container, "lc", None)
-    if lc is not None:
-        try:
-            line, col = lc.item(key) if isinstance(container, list) else lc.key(key)
-            return SourcePos(source, line + 1, col + 1)
-        except (KeyError, IndexError, TypeError):
-            if getattr(lc, "line", None) is not None:
-                return SourcePos(source, lc.line + 1, lc.col + 1)
-    return SourcePos(source, 1)
+position = schema.position
+_pos = position
 
 
 def _walk_strings(node: Any) -> Iterator[tuple[Any, Any, str, bool]]:
@@ -334,11 +327,11 @@ def _walk_strings(node: Any) -> Iterator[tuple[Any, Any, str, bool]]:
 
 
 def find_leftover_tokens(doc: Any, source: str, tokens: Iterable[str] = ()) -> list[Finding]:
-    """Report ``__CWLB_*__`` tokens, unresolved ``%{X}`` placeholders and given tokens."""
+    """Report ``__CWLB_*__`` and ``VAR_*`` tokens, unresolved ``%{X}`` placeholders and given tokens."""
     wanted = [t for t in tokens if t]
     findings: list[Finding] = []
     for container, key, text, is_key in _walk_strings(doc):
-        left = set(CWLB_TOKEN.findall(text)) | set(PCHAIN_PLACEHOLDER.findall(text))
+        left = set(CWLB_TOKEN.findall(text)) | set(PCHAIN_PLACEHOLDER.findall(text)) | set(VAR_TOKEN.findall(text))
         left |= {t for t in wanted if t in text}
         for token in sorted(left):
             where = "key" if is_key else "value"
@@ -371,22 +364,16 @@ def _check_outputs(doc: Mapping[str, Any], source: str) -> list[Finding]:
     the tarball and on this machine, so one that could leave either is refused before the
     workflow is created (not when its outputs arrive)."""
     outputs = doc.get("outputs")
-    if outputs is None:
-        return []
     if not isinstance(outputs, Mapping):
-        return [Finding(_pos(doc, "outputs", source), "'outputs' must be a mapping")]
+        return []  # a wrong type is reported by the schema checks
     findings: list[Finding] = []
     for kind in ("files", "directories"):
         entries = outputs.get(kind)
-        if entries is None:
-            continue
         if not isinstance(entries, list):
-            findings.append(Finding(_pos(outputs, kind, source), f"outputs.{kind} must be a list"))
             continue
         for index, entry in enumerate(entries):
             pos = _pos(entries, index, source)
             if not isinstance(entry, str):
-                findings.append(Finding(pos, f"outputs.{kind} entries must be strings"))
                 continue
             problem = _bad_relative_path(entry, "output")
             if problem:
@@ -400,15 +387,11 @@ def _check_paths(
     findings: list[Finding] = []
     accepted: list[PurePosixPath] = []
     entries = section.get(kind) if isinstance(section, Mapping) else None
-    if entries is None:
-        return findings, accepted
     if not isinstance(entries, list):
-        findings.append(Finding(_pos(section, kind, source), f"inputs.{kind} must be a list"))
-        return findings, accepted
+        return findings, accepted  # a wrong type is reported by the schema checks
     for index, entry in enumerate(entries):
         pos = _pos(entries, index, source)
         if not isinstance(entry, str):
-            findings.append(Finding(pos, f"inputs.{kind} entries must be strings"))
             continue
         problem = _bad_relative_path(entry)
         if problem:
@@ -445,15 +428,7 @@ def check_spec(
     token_list = [t for t in tokens if t]
     if not isinstance(doc, Mapping):
         return [Finding(SourcePos(source, 1), "a reana.yaml must be a mapping at the top level")]
-    findings: list[Finding] = []
-    for key in doc:
-        if key not in TOP_LEVEL_KEYS:
-            findings.append(
-                Finding(
-                    _pos(doc, key, source),
-                    f"unknown top-level key {key!r}; reana.yaml allows " + ", ".join(TOP_LEVEL_KEYS),
-                )
-            )
+    findings = [Finding(_pos(c, k, source), m) for c, k, m in schema.schema_problems(doc)]
     findings.extend(_check_workflow(doc, base, source))
     findings.extend(_check_inputs(doc, base, source))
     findings.extend(_check_outputs(doc, source))
@@ -463,66 +438,34 @@ def check_spec(
 
 
 def _check_workflow(doc: Mapping[str, Any], base: Path, source: str) -> list[Finding]:
-    if "workflow" not in doc:
-        return [Finding(SourcePos(source, 1), "missing the required key 'workflow'")]
-    workflow = doc["workflow"]
+    """What the schema cannot see: the workflow file exists, is safe, and (serial) is well formed."""
+    workflow = doc.get("workflow")
     if not isinstance(workflow, Mapping):
-        return [Finding(_pos(doc, "workflow", source), "'workflow' must be a mapping")]
-    findings: list[Finding] = []
-    wf_pos = _pos(doc, "workflow", source)
-    kind = workflow.get("type")
-    if kind is None:
-        findings.append(Finding(wf_pos, "missing 'workflow.type' (one of " + ", ".join(WORKFLOW_TYPES) + ")"))
-    elif kind not in WORKFLOW_TYPES:
-        findings.append(
-            Finding(
-                _pos(workflow, "type", source),
-                f"workflow.type {kind!r} is not one of " + ", ".join(WORKFLOW_TYPES),
-            )
-        )
-    if "file" not in workflow and "specification" not in workflow:
-        findings.append(Finding(wf_pos, "'workflow' needs either 'file' or 'specification'"))
+        return []
     wf_file = workflow.get("file")
-    if wf_file is not None:
-        problem = _bad_relative_path(wf_file) if isinstance(wf_file, str) else "is not a string"
-        if problem:
-            findings.append(Finding(_pos(workflow, "file", source), f"workflow.file {problem}"))
-        elif not (base / wf_file).is_file():
-            findings.append(
-                Finding(
-                    _pos(workflow, "file", source),
-                    f"workflow file {wf_file!r} does not exist under {base}",
-                )
-            )
-    resources = workflow.get("resources")
-    if isinstance(resources, Mapping):
-        for key in resources:
-            if key in ("voms_proxy", "rucio", "dask"):
-                findings.append(
-                    Finding(
-                        _pos(resources, key, source),
-                        f"workflow.resources.{key} exists only in REANA 0.95; on 0.9 set "
-                        f"'{key}: true' per step (serial step key, CWL step hint "
-                        "'reana: {...}', snakemake/yadage step resources)",
-                    )
-                )
-            elif key not in WORKFLOW_RESOURCE_KEYS_09:
-                findings.append(
-                    Finding(
-                        _pos(resources, key, source),
-                        f"unknown key workflow.resources.{key}",
-                        "warning",
-                    )
-                )
-    return findings
+    if not isinstance(wf_file, str):
+        return []
+    pos = _pos(workflow, "file", source)
+    problem = _bad_relative_path(wf_file)
+    if problem:
+        return [Finding(pos, f"workflow.file {problem}")]
+    path = base / wf_file
+    if not path.is_file():
+        return [Finding(pos, f"workflow file {wf_file!r} does not exist under {base}")]
+    if workflow.get("type") != "serial" or "specification" in workflow:
+        return []
+    # reana-client loads a serial file into 'specification' before the schema sees it.
+    try:
+        loaded = load_spec(path)
+    except SpecError as exc:
+        return [Finding(exc.pos or SourcePos(str(path)), exc.message)]
+    return [Finding(_pos(c, k, str(path)), m) for c, k, m in schema.serial_problems(loaded)]
 
 
 def _check_inputs(doc: Mapping[str, Any], base: Path, source: str) -> list[Finding]:
     inputs = doc.get("inputs")
-    if inputs is None:
-        return []
     if not isinstance(inputs, Mapping):
-        return [Finding(_pos(doc, "inputs", source), "'inputs' must be a mapping")]
+        return []  # a wrong type is reported by the schema checks
     file_findings, files = _check_paths(inputs, "files", base, source)
     dir_findings, dirs = _check_paths(inputs, "directories", base, source)
     findings = file_findings + dir_findings
@@ -535,9 +478,6 @@ def _check_inputs(doc: Mapping[str, Any], base: Path, source: str) -> list[Findi
                         f"input path '{entry}' lies inside input directory '{directory}'; list it once",
                     )
                 )
-    params = inputs.get("parameters")
-    if params is not None and not isinstance(params, Mapping):
-        findings.append(Finding(_pos(inputs, "parameters", source), "inputs.parameters must be a mapping"))
     return findings
 
 

@@ -220,8 +220,12 @@ def _template_label(template: Path) -> str:
     return stem
 
 
-def prepare(options: SubmitOptions) -> Prepared:
-    """Load the template, apply ``--var``/``--set``, check it and build the submission."""
+def prepare(options: SubmitOptions, engine: Literal["remote", "local"] = "remote") -> Prepared:
+    """Load the template, apply ``--var``/``--set``, check it and build the submission.
+
+    For the ``local`` engine a workflow type it cannot run is refused here, before
+    anything is created or run.
+    """
     template = Path(options.template)
     if not template.is_file():
         raise UsageError(f"template {template} does not exist or is not a file")
@@ -236,6 +240,14 @@ def prepare(options: SubmitOptions) -> Prepared:
     if errors:
         raise SpecRejected(
             f"the template has {len(errors)} error(s):\n" + "\n".join(f"  {e}" for e in errors),
+        )
+    kind = doc["workflow"]["type"]
+    if engine == "local" and kind not in spec_mod.LOCAL_WORKFLOW_TYPES:
+        raise SpecRejected(
+            pos=spec_mod.position(doc["workflow"], "type", str(template)),
+            message=f"{kind} workflows are not supported locally (the local engine runs serial and cwl); "
+            "use a REANA server",
+            hint="set REANA_SERVER_URL and REANA_ACCESS_TOKEN (or pass --engine remote)",
         )
     submission = spec_mod.build_submission(doc, base_dir, replacements=dict(options.variables))
     digest = spec_digest(submission)
@@ -671,9 +683,9 @@ def submit(
     upload and on any failure.
     """
     try:
-        prepared = prepare(options)
-        check_stage_out(options)
         engine = "remote" if client is not None else choose_engine(options)
+        prepared = prepare(options, engine)
+        check_stage_out(options)
         if engine == "local":
             from cwlbridge.reana.local import run_local
 
