@@ -8,7 +8,6 @@ import getpass
 import json
 import os
 import re
-import shlex
 import signal
 import sys
 import time
@@ -186,13 +185,9 @@ def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
 
 def is_submitter_command(command: str | None) -> bool:
     """True for an opt_exec that is ``cwlbridge reana job …`` (the REANA submitter)."""
-    if not command:
-        return False
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return False
-    return len(words) >= 3 and Path(words[0]).name == "cwlbridge" and words[1:3] == ["reana", "job"]
+    from cwlbridge.reana.stepcheck import submitter_words
+
+    return submitter_words(command) is not None
 
 
 # --------------------------------------------------------------------------- running

@@ -445,5 +445,9 @@ def analyse(
     check_workflow(workflow, findings)
     values = read_inputs(workflow, inputs_path, findings, need_values=need_values)
     plan = resolve(workflow, values, outds or VALIDATE_OUTDS, findings)
+    if any(task.type == "reana" for task in plan.tasks):
+        from cwlbridge.reana.stepcheck import check_reana_steps
+
+        check_reana_steps(workflow, plan, findings)
     plan.warnings = [f.text() for f in findings.warnings]
     return Analysis(workflow, values, plan, findings)

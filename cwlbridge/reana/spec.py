@@ -481,7 +481,8 @@ def _check_inputs(doc: Mapping[str, Any], base: Path, source: str) -> list[Findi
     return findings
 
 
-def _job_file_name(doc: Mapping[str, Any]) -> str | None:
+def job_file_name(doc: Mapping[str, Any]) -> str | None:
+    """The CWL/snakemake parameter file a spec names in ``inputs.parameters.input``, if any."""
     workflow = doc.get("workflow")
     inputs = doc.get("inputs")
     if not isinstance(workflow, Mapping) or workflow.get("type") not in ("cwl", "snakemake"):
@@ -493,7 +494,7 @@ def _job_file_name(doc: Mapping[str, Any]) -> str | None:
 
 
 def _check_job_file(doc: Mapping[str, Any], base: Path, source: str, tokens: list[str]) -> list[Finding]:
-    name = _job_file_name(doc)
+    name = job_file_name(doc)
     if name is None:
         return []
     params = doc["inputs"]["parameters"]
