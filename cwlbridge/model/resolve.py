@@ -566,10 +566,14 @@ class Resolver:
         self, step: Step, fields: dict[str, str], in_ds: list[str], secondaries: list[str], ctx: _Context | None
     ) -> None:
         known = [k for k, v in self.top_values.items() if v is not None]
+        # An input without a value is reported once, at its declaration, not at each use.
+        no_value = {f"%{{{k}}}" for k, v in self.top_values.items() if v is None}
         if ctx is not None and ctx.in_sub:
             known += [*ctx.loop_vars, *ctx.workflow_vars, "i"]
         for key, text in fields.items():
             for token in dict.fromkeys(m.group(0) for m in _LEFTOVER.finditer(text)):
+                if token in no_value:
+                    continue
                 ds = _DS_PLACEHOLDER.fullmatch(token)
                 hint = None
                 if ds and ds.group(2) == "0":
