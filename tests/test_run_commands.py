@@ -325,7 +325,7 @@ def test_logs_without_stdout_files_says_where_it_looked(scenario: Scenario) -> N
     errors = run_cli("logs", scenario.run_id, "005_cutflow", "--stderr", *base)
     assert errors.code == 0 and "Segmentation fault" in errors.out
     gone = run_cli("logs", scenario.run_id, "004_skim", *base)
-    assert gone.code == 1 and "has no directory" in gone.err
+    assert gone.code == 1 and "the logs of attempt 1 of 004_skim are gone:" in gone.err
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -526,3 +526,23 @@ def test_report_html_has_a_clock_axis_and_links(tmp_path: Path) -> None:
     assert f'href="{attempt_dir_of(run_dir, full("000_skim"), 1).as_uri()}"' in page
     assert f'href="{(tmp_path / "store" / scope / dataset).as_uri()}">000_skim_skim.root</a>' in page
     assert "4m10s while it ran (1h25m from start to end)" in page
+
+
+def test_logs_of_a_task_the_backend_refused_says_why(tmp_path: Path) -> None:
+    """A task refused before any job ran has no attempt directory; `logs` gives its reason."""
+    (tmp_path / "chain.cwl").write_text(
+        "cwlVersion: v1.0\nclass: Workflow\ninputs: {}\noutputs:\n  out: {type: string, outputSource: a/outDS}\n"
+        "steps:\n  a:\n    run: prun\n    in:\n      opt_exec: {default: 'echo hi > a.txt'}\n"
+        "      opt_args: {default: '--outputs a.txt --nJobs 1 --nFilesPerJob 2 --nGBPerJob 1'}\n    out: [outDS]\n"
+    )
+    (tmp_path / "inputs.yaml").write_text("{}\n")
+    base = ("--base", str(tmp_path / "base"))
+    chain, inputs = str(tmp_path / "chain.cwl"), str(tmp_path / "inputs.yaml")
+    ran = run_cli("run", chain, inputs, "--outds", "user.me.refused", *base)
+    assert ran.code == 1 and "see why: cwlbridge logs" in ran.err, ran.text
+    logs = run_cli("logs", "000_a", *base)
+    assert logs.code == 1
+    assert logs.err == (
+        "cwlbridge: no job of task 000_a ever started (it is failed), so it has no logs: not submitted:"
+        " step 'a': opt_args: --nFilesPerJob and --nGBPerJob must be used exclusively\n"
+    )

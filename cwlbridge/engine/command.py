@@ -378,6 +378,8 @@ def _copy_text(path: Path) -> None:
 
 def run_logs(args: argparse.Namespace) -> int:
     from cwlbridge.engine import state as state_mod
+    from cwlbridge.model.plan import short_name
+
     with _open(args.run, args.base) as state:
         info = state.info(with_plan=False)
         rows = state.tasks()
@@ -393,7 +395,12 @@ def run_logs(args: argparse.Namespace) -> int:
     attempt_dir = state_mod.attempt_dir(Path(state.run_dir), name, attempt)
     which = LOG_STDERR if args.stderr else LOG_STDOUT
     if not attempt_dir.is_dir():
-        raise LogsNotFoundError(f"attempt {attempt} of {name} has no directory {attempt_dir} (state {row.state})")
+        short = short_name(name, info.outds)
+        if row.started is None and not row.jobs_total:
+            # The backend refused the task before any job ran (its reason is the task's message).
+            why = f": {row.message}" if row.message else ""
+            raise LogsNotFoundError(f"no job of task {short} ever started (it is {row.state}), so it has no logs{why}")
+        raise LogsNotFoundError(f"the logs of attempt {attempt} of {short} are gone: {attempt_dir} does not exist")
     logs = find_logs(attempt_dir, stderr=args.stderr)
     if args.job is not None:
         numbers = sorted({f.job for f in logs if f.job is not None})
