@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from cwlbridge.errors import EXIT_FAILURE, EXIT_OK, CwlbridgeError, UsageError
@@ -37,6 +38,13 @@ def register(subparsers: Any) -> None:
         "--format", choices=("table", "json", "dot", "mermaid"), default="table", help="output format"
     )
     plan.add_argument("-o", "--output", metavar="FILE", help="write a picture (.svg or .png) of the DAG")
+    plan.add_argument(
+        "--sandbox", action="store_true", help="list the files the PanDA sandbox would hold (and those it refuses)"
+    )
+    plan.add_argument(
+        "--sandbox-include", action="append", default=[], metavar="GLOB",
+        help="also put files matching GLOB (relative to the chain) into the sandbox (repeatable)",
+    )
     plan.set_defaults(handler=run_plan)
 
 
@@ -154,6 +162,15 @@ def run_plan(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{args.chain}: {len(analysis.findings.errors)} error(s); no plan\n")
         return EXIT_FAILURE
     plan = analysis.plan
+    if args.sandbox:
+        from cwlbridge.panda import sandbox as sandbox_mod
+
+        selection = sandbox_mod.select(Path(args.chain), plan, includes=args.sandbox_include)
+        sys.stdout.write(f"PanDA sandbox of {args.chain}: {len(selection.files)} file(s)\n")
+        for line in sandbox_mod.describe(selection):
+            sys.stdout.write(line + "\n")
+        selection.check()
+        return EXIT_OK
     if args.output:
         write_picture(plan_mod.to_dot(plan), args.output)
         sys.stderr.write(f"wrote {args.output}\n")
