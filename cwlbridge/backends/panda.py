@@ -1,0 +1,223 @@
+"""The panda backend: each prun or junction task of the plan becomes a PanDA task.
+
+A handle is the task's jediTaskID.  The scheduler records an attempt's key durably before it
+calls ``submit``; on PanDA the key is the task name, so ``submit`` first looks the name up
+among the user's tasks modified since the run began, and adopts a task it finds instead of
+submitting again (PanDA would re-execute an ended task whose name comes back, code 3).  A
+reply that is lost is resolved the same way.  A later attempt of a task (``cwlbridge retry``)
+is ``task/retry`` of the same PanDA task, which reruns only its failed files.
+
+``poll`` costs one ``get_tasks_modified_since`` per cycle for every task of the run (paged
+past 500 rows by the client), and a ``get_detailed_info`` only for the tasks whose status
+changed.  JEDI's statuses map as iDDS maps them, except ``paused`` and ``exhausted``, which
+need the user and are not final (pchain.md fix 12); ``finished`` (some files failed) counts
+as processed, as in PanDA, and its message says how many files failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from cwlbridge.backends.base import Backend, Phase, TaskSpec, TaskStatus
+from cwlbridge.errors import CwlbridgeError
+from cwlbridge.model.plan import Plan
+from cwlbridge.panda.client import PandaClient, PandaRejectedError, PandaUnavailableError, TaskRow
+from cwlbridge.panda.taskparams import task_parameters
+
+log = logging.getLogger(__name__)
+
+#: JEDI status -> our phase (iDDS's mapping; paused and exhausted are not final here).
+PHASES: dict[str, Phase] = {
+    **dict.fromkeys(
+        ("registered", "defined", "assigning", "ready", "pending", "scouting", "scouted", "prepared",
+         "topreprocess", "preprocessing", "rerefine", "paused", "exhausted", "staging"),
+        "pending",
+    ),
+    **dict.fromkeys(
+        ("running", "toretry", "toincexec", "throttled", "merging", "finishing", "passed", "aborting", "tobroken"),
+        "running",
+    ),
+    "done": "finished",
+    "finished": "finished",
+    **dict.fromkeys(("failed", "broken"), "failed"),
+    "aborted": "cancelled",
+}
+#: Statuses in which a child with a `started` link may be submitted (its parent has begun).
+STARTED = frozenset({"running", "throttled", "merging", "finishing", "passed", "done", "finished"})
+#: How far before the run's start a name lookup reaches (clock skew between us and PanDA).
+LOOKUP_MARGIN = dt.timedelta(minutes=10)
+DEFAULT_POLL_INTERVAL = 60.0
+MAX_POLL_INTERVAL = 300.0
+
+
+@dataclass
+class _Known:
+    name: str
+    status: str
+    message: str
+
+
+class PandaBackend(Backend):
+    """Submits tasks to PanDA through ``client`` and follows them.
+
+    ``tails`` are the tail step paths (``taskparams.tail_paths``); ``sandbox`` is the
+    uploaded sandbox's name and ``source_url`` where PanDA fetches it; ``since`` is when the
+    run began (tasks are looked up by name among those modified after it).
+    """
+
+    name = "panda"
+
+    def __init__(
+        self,
+        client: PandaClient,
+        plan: Plan,
+        *,
+        nickname: str,
+        tails: Collection[str],
+        sandbox: str,
+        source_url: str,
+        since: dt.datetime,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        monitor_url: str = "https://bigpanda.cern.ch/task/{id}/",
+        say: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.plan = plan
+        self.nickname = nickname
+        self.tails = tails
+        self.sandbox = sandbox
+        self.source_url = source_url
+        self.since = since
+        self.poll_interval = poll_interval
+        self.monitor_url = monitor_url
+        self.say = say
+        self._clock = clock
+        self._sleep = sleep
+        self._known: dict[str, _Known] = {}  # handle -> what the last poll said
+        self._outputs: dict[str, list[str]] = {}
+        self._last_poll: dt.datetime | None = None
+        self._polled_at: float | None = None  # clock() of the last poll
+        self._quiet_rounds = 0
+
+    # ---------------------------------------------------------------- submit
+
+    def submit(self, spec: TaskSpec) -> str:
+        task = spec.task
+        lookup_since = self.since - LOOKUP_MARGIN
+        found = self._lookup(task.name, lookup_since)
+        if found is not None:
+            if spec.attempt > 1 and PHASES.get(found.status) in ("failed", "cancelled", "finished"):
+                self.client.retry(found.task_id)  # only the failed files run again
+                self.say(f"{task.name}: PanDA task {found.task_id} retried (attempt {spec.attempt})")
+            else:
+                log.info("%s is PanDA task %d (%s); not submitted again", task.name, found.task_id, found.status)
+            return self._remember(str(found.task_id), task.name, task.output_datasets, found.status)
+        params = task_parameters(
+            task, self.tails, nickname=self.nickname, sandbox=self.sandbox, source_url=self.source_url
+        )
+        try:
+            submitted = self.client.submit(params)
+        except PandaUnavailableError:
+            # The reply was lost: the task may exist. Look, never submit the name again.
+            found = self._lookup(task.name, lookup_since)
+            if found is None:
+                raise
+            return self._remember(str(found.task_id), task.name, task.output_datasets, found.status)
+        except PandaRejectedError as exc:
+            raise CwlbridgeError(f"PanDA refused task {task.name}: {exc.message}") from None
+        if submitted.code == 3:
+            log.warning("PanDA re-executed an ended task named %s (jediTaskID %d)", task.name, submitted.task_id)
+        self.say(f"{task.name}: PanDA task {submitted.task_id} {self.monitor_url.format(id=submitted.task_id)}")
+        return self._remember(str(submitted.task_id), task.name, task.output_datasets, "registered")
+
+    def _lookup(self, name: str, since: dt.datetime) -> TaskRow | None:
+        return self.client.find_task(name, since)
+
+    def _remember(self, handle: str, name: str, outputs: list[str], status: str) -> str:
+        self._known[handle] = _Known(name, status, "")
+        self._outputs[handle] = list(outputs)
+        return handle
+
+    # ---------------------------------------------------------------- poll
+
+    def poll(self, handles: Sequence[str]) -> dict[str, TaskStatus]:
+        wanted = set(handles)
+        began = dt.datetime.now(dt.timezone.utc)
+        # Since the last poll (a minute of margin for clock skew), or since the run began.
+        since = (self._last_poll or self.since) - dt.timedelta(minutes=1)
+        if any(h not in self._known for h in wanted):
+            since = self.since - LOOKUP_MARGIN  # a resumed run knows nothing yet
+        rows = {str(r.task_id): r for r in self.client.tasks_modified_since(since)}
+        self._last_poll = began
+        self._polled_at = self._clock()
+        changed = False
+        for handle in wanted:
+            row = rows.get(handle)
+            known = self._known.get(handle)
+            if row is None:
+                continue
+            if known is None or known.status != row.status:
+                changed = True
+                self._known[handle] = _Known(row.name, row.status, self._message(int(handle), row.status))
+        self._quiet_rounds = 0 if changed else self._quiet_rounds + 1
+        return {h: self._status(h) for h in wanted if h in self._known}
+
+    def _message(self, task_id: int, status: str) -> str:
+        link = self.monitor_url.format(id=task_id)
+        try:
+            info = self.client.detailed_info(task_id)
+        except CwlbridgeError as exc:
+            return f"jediTaskID {task_id} {status} ({link}; details unavailable: {exc.message})"
+        files, done, failed = (int(info.get(k) or 0) for k in ("nFiles", "nFilesFinished", "nFilesFailed"))
+        counts = f", {done}/{files} files done" if files else ""
+        if failed:
+            counts += f", {failed} failed"
+        hint = ""
+        if status in ("exhausted", "paused"):
+            hint = "; needs you: `cwlbridge retry` it, or kill the run"
+        return f"jediTaskID {task_id} {status}{counts} ({link}){hint}"
+
+    def _status(self, handle: str) -> TaskStatus:
+        known = self._known[handle]
+        phase = PHASES.get(known.status, "pending")
+        return TaskStatus(phase=phase, produced=known.status in STARTED, message=known.message)
+
+    # ---------------------------------------------------------------- the rest of the contract
+
+    def cancel(self, handle: str) -> None:
+        try:
+            self.client.kill(int(handle))
+        except PandaRejectedError as exc:
+            log.info("kill of PanDA task %s: %s", handle, exc.message)  # already ended: nothing to stop
+
+    def outputs(self, handle: str) -> list[str]:
+        if handle not in self._outputs and handle in self._known:  # adopted by a resumed run
+            with_name = [t for t in self.plan.tasks if t.name == self._known[handle].name]
+            self._outputs[handle] = list(with_name[0].output_datasets) if with_name else []
+        return list(self._outputs.get(handle, []))
+
+    def _interval(self) -> float:
+        """The poll interval, growing by half each quiet round up to ``MAX_POLL_INTERVAL``."""
+        return min(MAX_POLL_INTERVAL, self.poll_interval * (1.5 ** min(max(self._quiet_rounds - 1, 0), 10)))
+
+    def _due_in(self) -> float:
+        if self._polled_at is None:
+            return 0.0
+        return max(0.0, self._polled_at + self._interval() - self._clock())
+
+    def changed(self) -> Collection[str] | None:
+        """Nothing, until the poll interval has passed (PanDA is asked once per interval)."""
+        return None if self._due_in() <= 0 else ()
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until the next poll is due, at most ``timeout``."""
+        self._sleep(min(timeout, self._due_in()))
+
+    def close(self) -> None:
+        self.client.close()
