@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from cwlbridge.backends.base import Backend, Phase, TaskSpec, TaskStatus
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Plan
-from cwlbridge.panda.client import PandaClient, PandaRejectedError, PandaUnavailableError, TaskRow
+from cwlbridge.panda.client import PandaClient, PandaRejectedError, PandaUnavailableError
 from cwlbridge.panda.taskparams import task_parameters
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class PandaBackend(Backend):
     def submit(self, spec: TaskSpec) -> str:
         task = spec.task
         lookup_since = self.since - LOOKUP_MARGIN
-        found = self._lookup(task.name, lookup_since)
+        found = self.client.find_task(task.name, lookup_since)
         if found is not None:
             if spec.attempt > 1 and PHASES.get(found.status) in ("failed", "cancelled", "finished"):
                 self.client.retry(found.task_id)  # only the failed files run again
@@ -125,7 +125,7 @@ class PandaBackend(Backend):
             submitted = self.client.submit(params)
         except PandaUnavailableError:
             # The reply was lost: the task may exist. Look, never submit the name again.
-            found = self._lookup(task.name, lookup_since)
+            found = self.client.find_task(task.name, lookup_since)
             if found is None:
                 raise
             return self._remember(str(found.task_id), task.name, task.output_datasets, found.status)
@@ -135,9 +135,6 @@ class PandaBackend(Backend):
             log.warning("PanDA re-executed an ended task named %s (jediTaskID %d)", task.name, submitted.task_id)
         self.say(f"{task.name}: PanDA task {submitted.task_id} {self.monitor_url.format(id=submitted.task_id)}")
         return self._remember(str(submitted.task_id), task.name, task.output_datasets, "registered")
-
-    def _lookup(self, name: str, since: dt.datetime) -> TaskRow | None:
-        return self.client.find_task(name, since)
 
     def _remember(self, handle: str, name: str, outputs: list[str], status: str) -> str:
         self._known[handle] = _Known(name, status, "")

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import requests
-import urllib3
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from cwlbridge.errors import RemoteError, UsageError
 from cwlbridge.panda.config import PandaSettings
 from cwlbridge.reana.redact import install_log_redaction, redact, register_secret
+from cwlbridge.transport import never_sent
 
 log = logging.getLogger("cwlbridge.panda")
 
@@ -132,13 +132,6 @@ def _decode_datetimes(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def _is_unsent(exc: requests.RequestException) -> bool:
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
-
-
 def task_id_from(message: str) -> int | None:
     """The ``jediTaskID=N`` of a submit message (older servers give the id only there)."""
     match = _TASK_ID.search(message or "")
@@ -236,7 +229,7 @@ class PandaClient:
         try:
             response = self._session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise _Failure(redact(f"{type(exc).__name__}: {exc}"), unsent=_is_unsent(exc)) from None
+            raise _Failure(redact(f"{type(exc).__name__}: {exc}"), unsent=never_sent(exc)) from None
         elapsed = time.monotonic() - started
         log.debug("%s %s -> %d (%.2f s)", method, redact(response.url), response.status_code, elapsed)
         return response
@@ -276,7 +269,7 @@ class PandaClient:
                 hint="check PANDA_URL_SSL, the network and PanDA's status",
             ) from None
 
-    def _reply(self, response: requests.Response, endpoint: str) -> Any:
+    def _reply(self, response: requests.Response, endpoint: str) -> tuple[Any, str]:
         """The ``data`` of a successful new-API reply; every other reply raises."""
         url = response.url
         status = response.status_code
@@ -328,12 +321,12 @@ class PandaClient:
     def _get(self, endpoint: str, **params: Any) -> tuple[Any, str]:
         query = {k: ("True" if v is True else "False" if v is False else v) for k, v in params.items() if v is not None}
         response = self._exchange("GET", f"{self.settings.api_url}/{endpoint}", endpoint, "read", params=query)
-        return self._reply(response, endpoint)  # type: ignore[no-any-return]
+        return self._reply(response, endpoint)
 
     def _post(self, endpoint: str, body: Mapping[str, Any], *, retry: Retry = "unsent_only") -> tuple[Any, str]:
         payload = {k: v for k, v in body.items() if v is not None}
         response = self._exchange("POST", f"{self.settings.api_url}/{endpoint}", endpoint, retry, json=payload)
-        return self._reply(response, endpoint)  # type: ignore[no-any-return]
+        return self._reply(response, endpoint)
 
     # ---------------------------------------------------------------- tasks
 

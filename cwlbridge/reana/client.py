@@ -36,11 +36,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal, NoReturn
 
 import requests
-import urllib3.exceptions
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from cwlbridge.errors import RemoteError, UsageError
 from cwlbridge.reana.redact import install_log_redaction, redact, register_secret
+from cwlbridge.transport import never_sent
 
 log = logging.getLogger("cwlbridge.reana")
 
@@ -315,13 +315,6 @@ class _RetryableStatus(Exception):
 RetryMode = Literal["idempotent", "unsent_only", "never"]
 
 
-def _is_unsent(exc: requests.RequestException) -> bool:
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
-
-
 def _json_or_none(response: requests.Response) -> Any:
     try:
         return response.json()
@@ -524,7 +517,7 @@ class ReanaClient:
             response = self._session.request(method, self._url(path), **kwargs)
         except requests.RequestException as exc:
             # Built outside the except block's chain: the original text holds the token.
-            failure = _TransportFailure(redact(f"{type(exc).__name__}: {exc}"), unsent=_is_unsent(exc))
+            failure = _TransportFailure(redact(f"{type(exc).__name__}: {exc}"), unsent=never_sent(exc))
         finally:
             if handle is not None:
                 handle.close()

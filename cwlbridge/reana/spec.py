@@ -308,7 +308,7 @@ position = schema.position
 _pos = position
 
 
-def _walk_strings(node: Any) -> Iterator[tuple[Any, Any, str, bool]]:
+def walk_strings(node: Any) -> Iterator[tuple[Any, Any, str, bool]]:
     """Yield ``(container, key, text, is_key)`` for every string key and value."""
     if isinstance(node, Mapping):
         for key, child in node.items():
@@ -317,20 +317,20 @@ def _walk_strings(node: Any) -> Iterator[tuple[Any, Any, str, bool]]:
             if isinstance(child, str):
                 yield node, key, child, False
             else:
-                yield from _walk_strings(child)
+                yield from walk_strings(child)
     elif isinstance(node, list):
         for index, child in enumerate(node):
             if isinstance(child, str):
                 yield node, index, child, False
             else:
-                yield from _walk_strings(child)
+                yield from walk_strings(child)
 
 
 def find_leftover_tokens(doc: Any, source: str, tokens: Iterable[str] = ()) -> list[Finding]:
     """Report ``__CWLB_*__`` and ``VAR_*`` tokens, unresolved ``%{X}`` placeholders and given tokens."""
     wanted = [t for t in tokens if t]
     findings: list[Finding] = []
-    for container, key, text, is_key in _walk_strings(doc):
+    for container, key, text, is_key in walk_strings(doc):
         left = set(CWLB_TOKEN.findall(text)) | set(PCHAIN_PLACEHOLDER.findall(text)) | set(VAR_TOKEN.findall(text))
         left |= {t for t in wanted if t in text}
         for token in sorted(left):
@@ -442,16 +442,11 @@ def _check_workflow(doc: Mapping[str, Any], base: Path, source: str) -> list[Fin
     workflow = doc.get("workflow")
     if not isinstance(workflow, Mapping):
         return []
-    wf_file = workflow.get("file")
-    if not isinstance(wf_file, str):
+    if not isinstance(workflow.get("file"), str):
         return []
-    pos = _pos(workflow, "file", source)
-    problem = _bad_relative_path(wf_file)
-    if problem:
-        return [Finding(pos, f"workflow.file {problem}")]
-    path = base / wf_file
-    if not path.is_file():
-        return [Finding(pos, f"workflow file {wf_file!r} does not exist under {base}")]
+    path, findings = _named_file(workflow, "file", base, source, key="workflow.file", what="workflow file")
+    if path is None:
+        return findings
     if workflow.get("type") != "serial" or "specification" in workflow:
         return []
     # reana-client loads a serial file into 'specification' before the schema sees it.
@@ -460,6 +455,21 @@ def _check_workflow(doc: Mapping[str, Any], base: Path, source: str) -> list[Fin
     except SpecError as exc:
         return [Finding(exc.pos or SourcePos(str(path)), exc.message)]
     return [Finding(_pos(c, k, str(path)), m) for c, k, m in schema.serial_problems(loaded)]
+
+
+def _named_file(
+    container: Mapping[str, Any], field: str, base: Path, source: str, *, key: str, what: str
+) -> tuple[Path | None, list[Finding]]:
+    """The file ``container[field]`` names under ``base``, or why it cannot be used there."""
+    name = str(container[field])
+    pos = _pos(container, field, source)
+    problem = _bad_relative_path(name)
+    if problem:
+        return None, [Finding(pos, f"{key} {problem}")]
+    path = base / name
+    if not path.is_file():
+        return None, [Finding(pos, f"{what} {name!r} does not exist under {base}")]
+    return path, []
 
 
 def _check_inputs(doc: Mapping[str, Any], base: Path, source: str) -> list[Finding]:
@@ -494,17 +504,14 @@ def job_file_name(doc: Mapping[str, Any]) -> str | None:
 
 
 def _check_job_file(doc: Mapping[str, Any], base: Path, source: str, tokens: list[str]) -> list[Finding]:
-    name = job_file_name(doc)
-    if name is None:
+    if job_file_name(doc) is None:
         return []
     params = doc["inputs"]["parameters"]
-    pos = _pos(params, "input", source)
-    problem = _bad_relative_path(name)
-    if problem:
-        return [Finding(pos, f"inputs.parameters.input {problem}")]
-    job_path = base / name
-    if not job_path.is_file():
-        return [Finding(pos, f"parameter file {name!r} does not exist under {base}")]
+    job_path, findings = _named_file(
+        params, "input", base, source, key="inputs.parameters.input", what="parameter file"
+    )
+    if job_path is None:
+        return findings
     try:
         job = load_spec(job_path)
     except SpecError as exc:

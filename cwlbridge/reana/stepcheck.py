@@ -195,14 +195,9 @@ class _StepChecker:
         return True
 
 
-def _occurs(node: Any, token: str) -> bool:
-    if isinstance(node, str):
-        return token in node
-    if isinstance(node, dict):
-        return any(_occurs(k, token) or _occurs(v, token) for k, v in node.items())
-    if isinstance(node, list):
-        return any(_occurs(v, token) for v in node)
-    return False
+def _occurs(doc: Any, token: str) -> bool:
+    """Whether ``token`` is in any string key or value of ``doc`` (where ``--var`` replaces)."""
+    return any(token in text for _, _, text, _ in spec_mod.walk_strings(doc))
 
 
 def _neutral(option: str) -> str:
