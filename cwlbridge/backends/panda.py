@@ -74,7 +74,7 @@ class PandaBackend(Backend):
     def __init__(
         self,
         client: PandaClient,
-        plan: Plan,
+        plan: Plan | None,
         *,
         nickname: str,
         tails: Collection[str],
@@ -195,7 +195,8 @@ class PandaBackend(Backend):
 
     def outputs(self, handle: str) -> list[str]:
         if handle not in self._outputs and handle in self._known:  # adopted by a resumed run
-            with_name = [t for t in self.plan.tasks if t.name == self._known[handle].name]
+            tasks = self.plan.tasks if self.plan is not None else []
+            with_name = [t for t in tasks if t.name == self._known[handle].name]
             self._outputs[handle] = list(with_name[0].output_datasets) if with_name else []
         return list(self._outputs.get(handle, []))
 

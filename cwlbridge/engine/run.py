@@ -26,20 +26,31 @@ def register(subparsers: Any) -> None:
     """Add ``run``, ``resume``, ``retry`` and ``kill``."""
     run = subparsers.add_parser(
         "run",
-        help="run a chain: here (default) with REANA steps sent to REANA",
-        description="Run a pchain chain. Grid steps run on this machine (the local backend);"
-        " a `run: reana` step whose opt_exec is `cwlbridge reana job …` goes to the REANA"
-        " submitter (REANA_SERVER_URL, or REANA's local engine when unset). State lives in"
-        " .cwlbridge/runs/RUN_ID/; see `cwlbridge status`. Exit 0 when every task that should"
-        " run finished, 1 otherwise.",
+        help="run a chain: here (default) with REANA steps sent to REANA, or on PanDA (--backend panda)",
+        description="Run a pchain chain. Grid steps run on this machine (the local backend),"
+        " or as PanDA tasks with --backend panda; a `run: reana` step whose opt_exec is"
+        " `cwlbridge reana job …` goes to the REANA submitter (REANA_SERVER_URL, or REANA's"
+        " local engine when unset). State lives in .cwlbridge/runs/RUN_ID/; see `cwlbridge"
+        " status`. Exit 0 when every task that should run finished, 1 otherwise.",
     )
     add_chain_arguments(run)
     add_outds_arguments(run, help="the pchain --outDS (default user.<nick>.<chain name>)")
     run.add_argument(
         "--backend",
-        choices=("auto", "local"),
+        choices=("auto", "local", "panda"),
         default="auto",
-        help="auto: REANA steps to the reana backend, the rest local; local: everything here",
+        help="auto: REANA steps to the reana backend, the rest local; local: everything here;"
+        " panda: prun and junction steps become PanDA tasks (PANDA_URL_SSL, a token or proxy)",
+    )
+    run.add_argument(
+        "--reana-via",
+        choices=("direct", "panda"),
+        default="direct",
+        help="with --backend panda: run REANA steps' submitter from here (direct, default) or in a PanDA job",
+    )
+    run.add_argument(
+        "--sandbox-include", action="append", default=[], metavar="GLOB",
+        help="with --backend panda: also put files matching GLOB (relative to the chain) into the sandbox",
     )
     _add_run_options(run)
     run.set_defaults(handler=run_run)
@@ -79,6 +90,10 @@ def _add_run_options(parser: argparse.ArgumentParser, *, defaults: bool = True) 
         default=default("never"),
         help="run opt_containerImage steps in a container (default never: on the host)",
     )
+    parser.add_argument(
+        "--poll-interval", type=_seconds, default=default(60.0), metavar="SECONDS",
+        help="with --backend panda: ask PanDA this often (default 60, growing to 300 while nothing changes)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
 
 
@@ -86,6 +101,16 @@ def _positive(text: str) -> int:
     value = _natural(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must not be negative")
     return value
 
 
@@ -102,7 +127,10 @@ def _natural(text: str) -> int:
 # --------------------------------------------------------------------------- settings
 
 
-RUN_OPTIONS = ("store", "jobs", "max_tasks", "retries", "max_iterations", "containers", "backend")
+RUN_OPTIONS = (
+    "store", "jobs", "max_tasks", "retries", "max_iterations", "containers", "backend", "poll_interval",
+    "reana_via", "sandbox_include",
+)
 
 
 @dataclass
@@ -116,6 +144,9 @@ class Settings:
     max_iterations: int
     containers: str
     backend: str
+    poll_interval: float = 60.0
+    reana_via: str = "direct"
+    sandbox_include: tuple[str, ...] = ()
 
     @classmethod
     def merge(cls, saved: dict[str, Any], args: argparse.Namespace) -> Settings:
@@ -132,10 +163,21 @@ class Settings:
             max_iterations=int(values["max_iterations"] or 10),
             containers=str(values["containers"] or "never"),
             backend=str(values["backend"] or "auto"),
+            poll_interval=float(60.0 if values["poll_interval"] is None else values["poll_interval"]),
+            reana_via=str(values["reana_via"] or "direct"),
+            sandbox_include=tuple(values["sandbox_include"] or ()),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in RUN_OPTIONS}
+        values = {k: getattr(self, k) for k in RUN_OPTIONS}
+        values["sandbox_include"] = list(self.sandbox_include)
+        return values
+
+    def reana_here(self, task: Any) -> bool:
+        """True when ``task`` is a REANA submitter step run from this machine (the reana backend)."""
+        if self.backend == "local" or task.type != "reana" or not is_submitter_command(task.exec):
+            return False
+        return self.backend != "panda" or self.reana_via == "direct"
 
 
 def default_outds(chain: Path, environ: dict[str, str]) -> str:
@@ -156,7 +198,16 @@ def default_outds(chain: Path, environ: dict[str, str]) -> str:
 
 
 def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
-    """Analyse the chain; raise with every error listed when it is not runnable."""
+    """The plan of the chain; raise with every error listed when it is not runnable."""
+    return make_analysis(chain, inputs, outds).plan
+
+
+def make_analysis(chain: Path, inputs: Path, outds: str) -> Any:
+    """Analyse the chain; raise with every error listed when it is not runnable.
+
+    phpo and gitlab steps are refused here and under ``--backend panda`` alike: PanDA makes
+    their tasks with other tools than prun (phpo, its GitLab service).
+    """
     from cwlbridge.cache import LoadedChains, SchemaVerdicts
     from cwlbridge.model.command import require_file
     from cwlbridge.model.rules import analyse, check_outds
@@ -180,7 +231,7 @@ def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
                 " and cannot run on this machine; nothing was run",
                 hint="plan it with `cwlbridge plan`, or run it with pchain on PanDA",
             )
-    return analysis.plan
+    return analysis
 
 
 def is_submitter_command(command: str | None) -> bool:
@@ -193,7 +244,9 @@ def is_submitter_command(command: str | None) -> bool:
 # --------------------------------------------------------------------------- running
 
 
-def _open_backends(settings: Settings, store: Any, say: Any, run_dir: Path) -> dict[str, Any]:
+def _open_backends(
+    settings: Settings, store: Any, say: Any, run_dir: Path, *, plan: Any = None, options: Any = None
+) -> dict[str, Any]:
     from cwlbridge.backends.local import LocalBackend
     from cwlbridge.backends.reana import ReanaBackend
     from cwlbridge.engine.state import SHARED_DIR
@@ -201,14 +254,21 @@ def _open_backends(settings: Settings, store: Any, say: Any, run_dir: Path) -> d
     local = LocalBackend(
         store, jobs=settings.jobs, containers=settings.containers, say=say, shared=run_dir / SHARED_DIR
     )
-    return {"local": local, "reana": ReanaBackend(store, runner=local, say=say)}
+    backends = {"local": local, "reana": ReanaBackend(store, runner=local, say=say)}
+    if settings.backend == "panda":
+        from cwlbridge.panda.grid import open_backend
+
+        backends["panda"] = open_backend(
+            plan, dict((options or {}).get("panda") or {}), poll_interval=settings.poll_interval, say=say
+        )
+    return backends
 
 
 def _chooser(settings: Settings) -> Any:
     def choose(task: Any) -> str:
-        if settings.backend != "local" and task.type == "reana" and is_submitter_command(task.exec):
+        if settings.reana_here(task):
             return "reana"
-        return "local"
+        return "panda" if settings.backend == "panda" else "local"
 
     return choose
 
@@ -242,7 +302,7 @@ def execute(
     _check_containers(plan, settings.containers)
     store = open_store(settings.store, cwd=Path(info.options.get("cwd") or "."))
     progress = choose_progress(info.outds, quiet=quiet)
-    backends = _open_backends(settings, store, progress.say, run_dir)
+    backends = _open_backends(settings, store, progress.say, run_dir, plan=plan, options=info.options)
     env = {"CWLBRIDGE_RUN": info.id}
     scheduler = Scheduler(
         plan,
@@ -290,7 +350,8 @@ def execute(
             backend.close()
         store.close()
     try:
-        return _conclude(scheduler, state, info, interrupted, quiet=quiet, store=store)
+        grid = settings.backend == "panda"
+        return _conclude(scheduler, state, info, interrupted, quiet=quiet, store=store, grid=grid)
     finally:
         state.close()  # the last checkpoint: no write-ahead log is left beside the state
 
@@ -339,7 +400,9 @@ def _match_tasks(scheduler: Any, names: list[str]) -> set[str]:
     return found
 
 
-def _conclude(scheduler: Any, state: Any, info: Any, interrupted: bool, *, quiet: bool, store: Any) -> int:
+def _conclude(
+    scheduler: Any, state: Any, info: Any, interrupted: bool, *, quiet: bool, store: Any, grid: bool = False
+) -> int:
     from cwlbridge.engine.scheduler import CANCELLED, FAILED, FINISHED, KILL_REQUESTED, SKIPPED, STOPPED_MESSAGE
     from cwlbridge.model.plan import short_name
 
@@ -374,7 +437,7 @@ def _conclude(scheduler: Any, state: Any, info: Any, interrupted: bool, *, quiet
     out = sys.stdout
     if ok:
         if not quiet:
-            _print_outputs(scheduler, store, out)
+            _print_outputs(scheduler, store, out, grid=grid)
         out.write(f"run {info.id}: {len(done)} task(s) finished, {len(nodes) - len(done)} skipped\n")
         return EXIT_OK
     first = failed[0] if failed else stuck[0]
@@ -407,10 +470,14 @@ def final_tasks(scheduler: Any) -> list[Any]:
     ]
 
 
-def _print_outputs(scheduler: Any, store: Any, out: Any) -> None:
-    """The final outputs, as `cwlbridge data ls` lists them."""
+def _print_outputs(scheduler: Any, store: Any, out: Any, *, grid: bool = False) -> None:
+    """The final outputs, as `cwlbridge data ls` lists them (on PanDA without a Rucio store:
+    their names, which `rucio list-files` lists)."""
     for node in final_tasks(scheduler):
         for dataset in node.task.output_datasets:
+            if grid and store.kind != "rucio":
+                out.write(f"{dataset}  (in Rucio: rucio list-files {dataset.rstrip('/')})\n")
+                continue
             try:
                 files = store.list(dataset)
             except CwlbridgeError:
@@ -430,14 +497,24 @@ def run_run(args: argparse.Namespace) -> int:
     chain_path, inputs_path = chain_and_inputs(args, inputs_required=True)
     chain, inputs = Path(chain_path), Path(inputs_path or "")
     outds = outds_from(args) or default_outds(chain, dict(os.environ))
-    plan = make_plan(chain, inputs, outds)
     settings = Settings.merge({}, args)
-    _refuse_used_outds(plan, settings)
-    _check_containers(plan, settings.containers)
+    if settings.backend == "auto" and os.environ.get("PANDA_URL_SSL"):
+        sys.stderr.write(
+            "cwlbridge: note: PANDA_URL_SSL is set, but this run stays on this machine;"
+            " `--backend panda` sends its grid steps to PanDA\n"
+        )
+    analysis = make_analysis(chain, inputs, outds)
+    plan = analysis.plan
     base = Path(args.base).resolve()
+    options: dict[str, Any] = {}
+    if settings.backend == "panda":
+        options["panda"] = _grid_preflight(chain, analysis, settings, base, quiet=args.quiet)
+    else:
+        _refuse_used_outds(plan, settings)
+    _check_containers(plan, settings.containers)
     run_id = new_run_id()
     run_dir = base / RUNS_DIR / run_id
-    options = settings.to_json() | {"cwd": str(Path.cwd())}
+    options |= settings.to_json() | {"cwd": str(Path.cwd())}
     RunState.create(
         run_dir,
         run_id=run_id,
@@ -451,6 +528,46 @@ def run_run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"run {run_id}: {len(plan.tasks)} task(s), outDS {outds}, state in {run_dir}\n")
         sys.stdout.flush()
     return execute(run_dir, settings=settings, quiet=args.quiet, plan=plan)
+
+
+def _grid_preflight(chain: Path, analysis: Any, settings: Settings, base: Path, *, quiet: bool) -> dict[str, Any]:
+    """``--backend panda``: every check before the first submission, then the sandbox upload;
+    what the run keeps of it (see ``panda.grid``)."""
+    import datetime as dt
+
+    from cwlbridge.data.datasets import open_store
+    from cwlbridge.panda import grid
+    from cwlbridge.panda.taskparams import tail_paths
+
+    plan = analysis.plan
+    if settings.store is None and not os.environ.get("CWLBRIDGE_STORE"):
+        store: Any = None
+    else:
+        store = open_store(settings.store)
+        if store.kind != "rucio":
+            store.close()
+            raise UsageError(
+                f"--store {settings.store or os.environ.get('CWLBRIDGE_STORE')}: PanDA tasks read and write"
+                " Rucio datasets, not a local store",
+                hint="use --store rucio:RSE (an RSE you may write to), or leave --store out",
+            )
+    since = dt.datetime.now(dt.timezone.utc)
+    try:
+        setup = grid.preflight(
+            plan, chain=chain, tails=tail_paths(analysis.workflow), store=store,
+            reana_direct=settings.reana_here, environ=os.environ, includes=list(settings.sandbox_include),
+        )
+    finally:
+        if store is not None:
+            store.close()
+    if store is not None:
+        _refuse_used_outds(plan, settings)  # the inputs exist, the outputs do not (in Rucio)
+    elif not quiet:
+        sys.stderr.write(
+            "cwlbridge: note: without --store rucio:RSE the input datasets are not checked before submission\n"
+        )
+    name, source_url = grid.upload_sandbox(setup, base / ".cwlbridge" / "sandboxes")
+    return grid.run_options(setup, name, source_url, since)
 
 
 def _refuse_used_outds(plan: Any, settings: Settings) -> None:
@@ -566,7 +683,7 @@ def run_kill(args: argparse.Namespace) -> int:
 
     settings = Settings.merge(dict(info.options), argparse.Namespace())
     store = open_store(settings.store, cwd=Path(info.options.get("cwd") or "."))
-    backends = _open_backends(settings, store, lambda message: None, state.run_dir)
+    backends = _open_backends(settings, store, lambda message: None, state.run_dir, options=info.options)
     cancelled = 0
     with state.transaction():
         for row in state.tasks():

@@ -45,17 +45,15 @@ class TaskParamsError(CwlbridgeError):
 
 @contextlib.contextmanager
 def _prun_environment(nickname: str) -> Iterator[None]:
-    wanted = {**_OFFLINE, "PANDA_NICKNAME": nickname}
-    saved = {name: os.environ.get(name) for name in wanted}
-    os.environ.update(wanted)
+    """prun's settings for a dry run; afterwards the environment exactly as it was (prun sets
+    RUCIO_ACCOUNT to "dummy" and RUCIO_APPID for itself, which later Rucio calls would use)."""
+    saved = dict(os.environ)
+    os.environ.update({**_OFFLINE, "PANDA_NICKNAME": nickname})
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def prun_command_line(task: Task) -> list[str]:

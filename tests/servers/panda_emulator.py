@@ -212,6 +212,7 @@ class PandaEmulator:
         fault_seed: int = 0,
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
         first_task_id: int = 4000,
+        jobs: Any = None,
     ) -> None:
         self.root = Path(root)
         self.cache_dir = self.root / "cache"
@@ -233,6 +234,8 @@ class PandaEmulator:
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self.jobs = jobs  # a panda_jobs.JobRunner: tasks' jobs run for real
+        self._working: dict[int, threading.Thread] = {}
         self.endpoints: dict[str, _Endpoint] = {
             "task/submit": _Endpoint(self.submit, "POST"),
             "task/get_status": _Endpoint(self.get_status, "GET"),
@@ -338,10 +341,38 @@ class PandaEmulator:
                 self._next_panda_id += 1
                 task.panda_ids.append(self._next_panda_id)
             self._set(task, nxt)
+        elif task.status == "running" and self.jobs is not None:
+            if task.task_id not in self._working:
+                thread = threading.Thread(target=self._run_jobs, args=(task,), daemon=True)
+                self._working[task.task_id] = thread
+                thread.start()
         elif task.status == "running":
             final, files, finished, failed = self.outcome(task)
             task.n_files, task.n_files_finished, task.n_files_failed = files, finished, failed
             self._set(task, final)
+
+    def _run_jobs(self, task: EmulatedTask) -> None:
+        """A worker thread: the task's jobs, then its end (unless it was killed meanwhile)."""
+        try:
+            final, files, finished, failed = self.jobs.run(task, self)
+        except Exception as exc:  # the task fails, the emulator goes on
+            self.jobs.errors.setdefault(task.task_id, []).append(f"{type(exc).__name__}: {exc}")
+            final, files, finished, failed = "failed", 0, 0, 0
+        with self.lock:
+            self._working.pop(task.task_id, None)
+            if task.status == "running":
+                task.n_files, task.n_files_finished, task.n_files_failed = files, finished, failed
+                self._set(task, final)
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def new_panda_id(self, task: EmulatedTask) -> int:
+        """A PanDA job id for one job of ``task``."""
+        with self.lock:
+            self._next_panda_id += 1
+            task.panda_ids.append(self._next_panda_id)
+            return self._next_panda_id
 
     def set_status(self, task_id: int, status: str) -> None:
         """Put a task in ``status`` (a test playing JEDI, e.g. ``exhausted``)."""

@@ -1,0 +1,131 @@
+"""`cwlbridge run --backend panda` end to end: the PanDA emulator runs the tasks' jobs for real
+against the real Rucio test server, the REANA emulator runs the REANA step.
+
+The command runs as a user would start it (a subprocess in a copy of the example); the
+emulators live in this test process.  PanDA's jobs stage in and out as the root account
+(PanDA's own identity); the user registers inputs and reads outputs as jdoe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers.panda_emulator import PandaEmulator
+from tests.servers.panda_jobs import JobRunner
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+
+
+@dataclass
+class Grid:
+    panda: PandaEmulator
+    jobs: JobRunner
+    rucio: Any
+    token: str
+    cwd: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REANA_", "CWLBRIDGE_", "PANDA_", "RUCIO_"))}
+        env |= {"PYTHONPATH": str(REPO), **self.panda.environ(self.token), **self.rucio.env()}
+        env.pop("PANDA_NICKNAME", None)
+        env.update(extra)
+        return env
+
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cwlbridge", *args], cwd=self.cwd, env=env or self.env(),
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def store(self) -> list[str]:
+        return ["--store", f"rucio:{self.rucio.rse}"]
+
+    def register(self, dataset: str, count: int) -> None:
+        files = []
+        for i in range(count):
+            path = self.cwd / "inputs" / f"aod{i}.root"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(f"event data {i}\n")
+            files.append(str(path))
+        done = self.cli("data", "add", dataset, *files, *self.store())
+        assert done.returncode == 0, done.stderr
+
+    def submits(self) -> int:
+        return sum(1 for r in self.panda.requests if r["path"] == "/api/v1/task/submit")
+
+
+@pytest.fixture
+def grid(tmp_path: Path, rucio_server: Any) -> Iterator[Grid]:
+    jobs = JobRunner(rucio_server.root_config, rucio_server.rse, tmp_path / "grid-jobs")
+    (tmp_path / "grid-jobs").mkdir()
+    with PandaEmulator(tmp_path / "panda", tick_s=0.05, jobs=jobs) as panda:
+        token = panda.add_user("jdoe")
+        cwd = tmp_path / "work"
+        cwd.mkdir()
+        yield Grid(panda, jobs, rucio_server, token, cwd)
+
+
+def _recast(grid: Grid) -> tuple[str, str]:
+    shutil.copytree(WORKFLOWS / "recast", grid.cwd / "recast")
+    aod = f"user.jdoe:user.jdoe.aod.{random.randrange(10**8)}"
+    grid.register(aod, 4)
+    (grid.cwd / "recast" / "inputs.yaml").write_text(f"aod: {aod}\nsignal_point: m1000\n")
+    return aod, f"user.jdoe.g{random.randrange(10**8)}"
+
+
+def _listing(grid: Grid, dataset: str) -> list[dict[str, Any]]:
+    done = grid.cli("data", "ls", dataset, "--json", *grid.store())
+    assert done.returncode == 0, done.stderr
+    files: list[dict[str, Any]] = json.loads(done.stdout)["files"]
+    return files
+
+
+def test_recast_on_panda_with_the_reana_step_run_from_here(grid: Grid, reana_server: Any) -> None:
+    _, outds = _recast(grid)
+    env = grid.env(REANA_SERVER_URL=reana_server.url, REANA_ACCESS_TOKEN=reana_server.token)
+    run = grid.cli(
+        "run", "recast/chain.cwl", "recast/inputs.yaml", "--outds", outds, "--backend", "panda",
+        *grid.store(), "--poll-interval", "0.2", env=env,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr + json.dumps(grid.jobs.errors)
+    # derive and skim are PanDA tasks, each submitted once, and ran their jobs for real.
+    derive, skim = (grid.panda.tasks_named(f"{outds}_{n}") for n in ("000_derive", "001_skim"))
+    assert [t.status for t in derive + skim] == ["done", "done"]
+    assert grid.submits() == 2 and not grid.panda.tasks_named(f"{outds}_002_fit")
+    assert sorted(s for t, s in grid.jobs.runs if t == derive[0].task_id) == [1, 2]  # 4 files, 2 per job
+    daods = _listing(grid, f"{outds}_000_derive_daod.root/")
+    assert sorted(f["name"] for f in daods) == [
+        f"user.jdoe.{derive[0].task_id}._00000{i}.daod.root" for i in (1, 2)
+    ]
+    assert len(_listing(grid, f"{outds}_001_skim_ntup.root/")) == 1
+    # The REANA step read the skim's dataset name and its tar is in Rucio, byte for byte.
+    [workflow] = reana_server.workflows()
+    assert workflow["status"] == "finished"
+    [tar] = _listing(grid, f"{outds}_002_fit_out.tar/")
+    got = grid.cli("data", "get", f"{outds}_002_fit_out.tar/", str(grid.cwd / "back"), *grid.store())
+    assert got.returncode == 0, got.stderr
+    [back] = list((grid.cwd / "back").iterdir())
+    [made] = (grid.cwd / ".cwlbridge" / "runs").glob("*/tasks/*_002_fit.a1/*/out.tar")  # the submitter's own tar
+    with tarfile.open(back) as archive:
+        member = archive.extractfile("results/fit.txt")
+        assert member is not None
+        assert f"{outds}_001_skim_ntup.root/" in member.read().decode()
+    assert back.read_bytes() == made.read_bytes()
+    assert back.stat().st_size == tar["size"]
+    assert grid.token not in run.stdout + run.stderr
+    assert reana_server.token not in run.stdout + run.stderr
