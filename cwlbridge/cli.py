@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cwlbridge.engine import command as engine_command
     from cwlbridge.engine import run as run_command
     from cwlbridge.model import command as model_command
+    from cwlbridge.panda import command as panda_command
     from cwlbridge.reana import command as reana_command
 
     parser = _Parser(prog="cwlbridge", description="Validate, plan and run pchain CWL chains.")
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_command.register(subparsers)
     run_command.register(subparsers)
     engine_command.register(subparsers)
+    panda_command.register(subparsers)
     _add_common_options(parser, top=True)
     return parser
 

@@ -73,7 +73,9 @@ class Grid:
 def grid(tmp_path: Path, rucio_server: Any) -> Iterator[Grid]:
     jobs = JobRunner(rucio_server.root_config, rucio_server.rse, tmp_path / "grid-jobs")
     (tmp_path / "grid-jobs").mkdir()
-    with PandaEmulator(tmp_path / "panda", tick_s=0.05, jobs=jobs) as panda:
+    # Task ids unique in the session: the Rucio server (and PanDA's file names) outlive a test.
+    first = random.randrange(10**6, 10**9)
+    with PandaEmulator(tmp_path / "panda", tick_s=0.05, jobs=jobs, first_task_id=first) as panda:
         token = panda.add_user("jdoe")
         cwd = tmp_path / "work"
         cwd.mkdir()
@@ -129,3 +131,112 @@ def test_recast_on_panda_with_the_reana_step_run_from_here(grid: Grid, reana_ser
     assert back.stat().st_size == tar["size"]
     assert grid.token not in run.stdout + run.stderr
     assert reana_server.token not in run.stdout + run.stderr
+
+
+def _secret(grid: Grid, name: str, value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cwlbridge", "panda", "secrets", "set", name], input=value, cwd=grid.cwd,
+        env=grid.env(), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert value not in done.stdout + done.stderr
+
+
+def test_recast_with_the_reana_step_as_a_panda_job_reading_panda_secrets(grid: Grid, reana_server: Any) -> None:
+    _, outds = _recast(grid)
+    _secret(grid, "REANA_SERVER_URL", reana_server.url)
+    _secret(grid, "REANA_ACCESS_TOKEN", reana_server.token)
+    listed = grid.cli("panda", "secrets", "ls", "--json")
+    assert sorted(s["name"] for s in json.loads(listed.stdout)["secrets"]) == ["REANA_ACCESS_TOKEN", "REANA_SERVER_URL"]
+    assert reana_server.token not in listed.stdout
+    run = grid.cli(
+        "run", "recast/chain.cwl", "recast/inputs.yaml", "--outds", outds, "--backend", "panda", "--reana-via",
+        "panda", "--poll-interval", "0.2", *grid.store(),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr + json.dumps(grid.jobs.errors)
+    [fit] = grid.panda.tasks_named(f"{outds}_002_fit")
+    assert fit.status == "done" and fit.params["useSecrets"] is True and fit.params["runOnInstant"] is True
+    [workflow] = reana_server.workflows()  # the submitter in the PanDA job reached REANA with the secret token
+    assert workflow["status"] == "finished"
+    [tar] = _listing(grid, f"{outds}_002_fit_out.tar/")
+    assert tar["name"] == f"user.jdoe.{fit.task_id}._000001.out.tar"
+    got = grid.cli("data", "get", f"{outds}_002_fit_out.tar/", str(grid.cwd / "back"), *grid.store())
+    assert got.returncode == 0, got.stderr
+    [back] = list((grid.cwd / "back").iterdir())
+    with tarfile.open(back) as archive:
+        member = archive.extractfile("results/fit.txt")
+        assert member is not None
+        assert f"{outds}_001_skim_ntup.root/" in member.read().decode()
+    assert reana_server.token not in run.stdout + run.stderr
+
+
+# -- pre-flight: each refusal sends nothing -----------------------------------------------------
+
+
+def _refused(
+    grid: Grid, *extra: str, env: dict[str, str] | None = None, chain: str = "recast", code: int = 2
+) -> str:
+    run = grid.cli("run", f"{chain}/chain.cwl", f"{chain}/inputs.yaml", "--backend", "panda", *extra, env=env)
+    assert run.returncode == code, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    assert grid.submits() == 0 and not grid.panda.tasks
+    assert not (grid.cwd / ".cwlbridge" / "runs").exists() or not any((grid.cwd / ".cwlbridge" / "runs").iterdir())
+    return run.stderr
+
+
+def test_preflight_refuses_without_credentials_or_with_an_expired_token(grid: Grid) -> None:
+    _, outds = _recast(grid)
+    env = grid.env()
+    del env["PANDA_AUTH_ID_TOKEN"]
+    assert "no ID token" in _refused(grid, "--outds", outds, *grid.store(), env=env)
+    expired = grid.panda.add_user("jdoe", lifetime_s=-60)
+    said = _refused(grid, "--outds", outds, *grid.store(), env=grid.env(PANDA_AUTH_ID_TOKEN=expired))
+    assert "expired" in said and "pbook" in said and expired not in said
+    assert not grid.panda.requests  # not even a read
+
+
+def test_preflight_refuses_an_unreachable_server(grid: Grid) -> None:
+    _, outds = _recast(grid)
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = f"http://127.0.0.1:{port}/server/panda"
+    env = grid.env(PANDA_URL_SSL=dead, PANDACACHE_URL=dead)
+    said = _refused(grid, "--outds", outds, *grid.store(), env=env, code=1)  # a remote failure, not a usage error
+    assert f"127.0.0.1:{port}" in said and "no reply" in said
+
+
+def test_preflight_refuses_a_chain_needing_rucio_without_a_rucio_store(grid: Grid) -> None:
+    _, outds = _recast(grid)
+    said = _refused(grid, "--outds", outds)
+    assert "needs a Rucio store" in said and "REANA step 'fit'" in said
+    shutil.copytree(WORKFLOWS / "loop", grid.cwd / "loop")
+    said = _refused(grid, "--outds", outds, chain="loop")
+    assert "junction 'decide'" in said
+    assert "not a local store" in _refused(grid, "--outds", outds, "--store", "local")
+
+
+def test_preflight_refuses_missing_inputs_and_an_outds_used_on_panda(grid: Grid) -> None:
+    aod, outds = _recast(grid)
+    (grid.cwd / "recast" / "inputs.yaml").write_text(f"aod: {aod}.missing\nsignal_point: m1000\n")
+    assert "not in the" in _refused(grid, "--outds", outds, *grid.store())
+    (grid.cwd / "recast" / "inputs.yaml").write_text(f"aod: {aod}\nsignal_point: m1000\n")
+    from cwlbridge.panda.client import PandaClient
+
+    with PandaClient.from_env(grid.env()) as client:
+        client.submit({"taskName": f"{outds}_001_skim", "uniqueTaskName": True})
+    before = grid.submits()
+    args = ["recast/chain.cwl", "recast/inputs.yaml", "--backend", "panda", "--outds", outds, *grid.store()]
+    run = grid.cli("run", *args)
+    assert run.returncode == 2 and "was used on PanDA before" in run.stderr, run.stderr
+    assert grid.submits() == before and len(grid.panda.tasks) == 1
+
+
+def test_preflight_refuses_missing_panda_secrets_and_a_foreign_outds(grid: Grid) -> None:
+    _, outds = _recast(grid)
+    said = _refused(grid, "--outds", outds, "--reana-via", "panda", *grid.store())
+    assert "step 'fit': REANA_SERVER_URL, REANA_ACCESS_TOKEN" in said
+    said = _refused(grid, "--outds", "user.someone.recast", *grid.store())
+    assert "user.jdoe." in said

@@ -247,14 +247,15 @@ class JobRunner:
         )
         for key, files in job.secondaries.items():
             command = command.replace(f"%{key}", ",".join(f["name"] for f in files))
-        serial = f"{job.serial:06d}"
+        attempt = len([r for r in self.runs if r == (task.task_id, job.serial)])
+        # A job run again writes new file names (JEDI gives a retried file a new serial).
+        serial = f"{job.serial + len(plan.jobs) * (attempt - 1):06d}"
         outputs = [
             {**o, "lfn": o["lfn"].replace("$JEDITASKID", str(task.task_id)).replace("${SN/P}", serial)}
             for o in plan.outputs
         ]
         with emulator.lock:
             secrets = dict(emulator.secrets.get(task.user, {})) if task.params.get("useSecrets") else None
-        attempt = len([r for r in self.runs if r == (task.task_id, job.serial)])
         spec = {
             "workdir": str(self.work_dir / str(task.task_id) / f"{serial}.{attempt}"),
             "sandbox": str(emulator.cache_dir / plan.sandbox) if plan.sandbox and plan.sandbox != "None" else None,
