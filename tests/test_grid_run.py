@@ -240,3 +240,29 @@ def test_preflight_refuses_missing_panda_secrets_and_a_foreign_outds(grid: Grid)
     assert "step 'fit': REANA_SERVER_URL, REANA_ACCESS_TOKEN" in said
     said = _refused(grid, "--outds", "user.someone.recast", *grid.store())
     assert "user.jdoe." in said
+
+
+def test_the_loop_runs_on_panda_steered_by_its_junction_results_read_through_rucio(grid: Grid) -> None:
+    shutil.copytree(WORKFLOWS / "loop", grid.cwd / "loop")
+    data = f"user.jdoe:user.jdoe.loop.{random.randrange(10**8)}"
+    grid.register(data, 2)
+    (grid.cwd / "loop" / "inputs.yaml").write_text(f"data: {data}\n")
+    outds = f"user.jdoe.l{random.randrange(10**8)}"
+    run = grid.cli(
+        "run", "loop/chain.cwl", "loop/inputs.yaml", "--outds", outds, "--backend", "panda", *grid.store(),
+        "--poll-interval", "0.2",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr + json.dumps(grid.jobs.errors)
+    names = sorted(t.name for t in grid.panda.tasks.values())
+    # decide.sh says stop after the third iteration; each iteration's tasks exist once.
+    assert names == sorted(
+        [f"{outds}_000_start"] + [f"{outds}_{n}.{i}" for n in ("001_fit", "002_decide") for i in (1, 2, 3)]
+    )
+    for i, alpha in ((1, "0.5"), (2, "0.6"), (3, "0.7")):
+        [fit] = _listing(grid, f"{outds}_001_fit.{i}_fit.txt/")
+        got = grid.cli("data", "get", f"{outds}_001_fit.{i}_fit.txt/", str(grid.cwd / f"fit{i}"), *grid.store())
+        assert got.returncode == 0, got.stderr
+        [path] = list((grid.cwd / f"fit{i}").iterdir())
+        assert path.read_text() == f"fit alpha={alpha} iteration={i}\n"
+    [decide] = grid.panda.tasks_named(f"{outds}_002_decide.1")
+    assert decide.params["runOnInstant"] is True
