@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,10 +260,92 @@ def test_the_loop_runs_on_panda_steered_by_its_junction_results_read_through_ruc
         [f"{outds}_000_start"] + [f"{outds}_{n}.{i}" for n in ("001_fit", "002_decide") for i in (1, 2, 3)]
     )
     for i, alpha in ((1, "0.5"), (2, "0.6"), (3, "0.7")):
-        [fit] = _listing(grid, f"{outds}_001_fit.{i}_fit.txt/")
+        assert len(_listing(grid, f"{outds}_001_fit.{i}_fit.txt/")) == 1
         got = grid.cli("data", "get", f"{outds}_001_fit.{i}_fit.txt/", str(grid.cwd / f"fit{i}"), *grid.store())
         assert got.returncode == 0, got.stderr
         [path] = list((grid.cwd / f"fit{i}").iterdir())
         assert path.read_text() == f"fit alpha={alpha} iteration={i}\n"
     [decide] = grid.panda.tasks_named(f"{outds}_002_decide.1")
     assert decide.params["runOnInstant"] is True
+
+
+# -- crashes and faults: no task twice ----------------------------------------------------------
+
+
+def _no_duplicates(grid: Grid) -> None:
+    names = [t.name for t in grid.panda.tasks.values()]
+    assert len(names) == len(set(names)), sorted(names)
+    assert all(t.executions == 1 for t in grid.panda.tasks.values())
+
+
+def test_recast_ten_times_under_ten_percent_faults_with_no_duplicate_task(grid: Grid, reana_server: Any) -> None:
+    _recast(grid)
+    grid.panda.fault_rate, grid.panda.tick_s = 0.10, 0.02
+    seeded, forced = grid.panda.fault, iter(["reply_lost", "500", "timeout", "503"])
+
+    def fault(path: str) -> str | None:
+        # Each kind hits a submission at least once; the rest are the seeded 10 %.
+        kind = next(forced, None) if path == "task/submit" else None
+        if kind is not None:
+            grid.panda.faults_injected.append((path, kind))
+            return kind
+        return seeded(path)
+
+    grid.panda.fault = fault  # type: ignore[method-assign]
+    env = grid.env(
+        REANA_SERVER_URL=reana_server.url, REANA_ACCESS_TOKEN=reana_server.token, CWLBRIDGE_PANDA_TIMEOUT="1",
+    )
+    for k in range(10):
+        outds = f"user.jdoe.f{random.randrange(10**8)}"
+        run = grid.cli(
+            "run", "recast/chain.cwl", "recast/inputs.yaml", "--outds", outds, "--backend", "panda",
+            *grid.store(), "--poll-interval", "0.1", env=env,
+        )
+        assert run.returncode == 0, f"run {k}: " + run.stdout + run.stderr + json.dumps(grid.jobs.errors)
+        assert len(_listing(grid, f"{outds}_002_fit_out.tar/")) == 1
+    _no_duplicates(grid)
+    assert len(grid.panda.tasks) == 20
+    kinds = {kind for _, kind in grid.panda.faults_injected}
+    assert kinds == {"500", "503", "reply_lost", "timeout"}, kinds
+    assert len(grid.panda.faults_injected) > 20
+
+
+def test_sigkill_at_ten_moments_then_resume_submits_every_task_once(grid: Grid, reana_server: Any) -> None:
+    _, outds = _recast(grid)
+    for name in ("derive.sh", "skim.sh"):  # jobs long enough to be killed in the middle
+        script = grid.cwd / "recast" / name
+        script.write_text(script.read_text().replace("set -euo pipefail\n", "set -euo pipefail\nsleep 2\n", 1))
+    grid.panda.tick_s = 0.4
+    reana_server.queue_delay = 6.0
+    env = grid.env(REANA_SERVER_URL=reana_server.url, REANA_ACCESS_TOKEN=reana_server.token)
+    rng = random.Random(20261204)
+    runs = grid.cwd / ".cwlbridge" / "runs"
+    args = ["recast/chain.cwl", "recast/inputs.yaml", "--outds", outds, "--backend", "panda", *grid.store(),
+            "--poll-interval", "0.1"]
+    kills = 0
+    while kills < 10:
+        started = sorted(runs.iterdir()) if runs.is_dir() else []
+        command = ["resume", started[-1].name, "--poll-interval", "0.1"] if started else ["run", *args]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cwlbridge", *command], cwd=grid.cwd, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        time.sleep(rng.uniform(0.5, 3.0))
+        if proc.poll() is not None:
+            out = proc.communicate()[0]
+            assert proc.returncode == 0, out
+            break
+        proc.kill()
+        proc.communicate(timeout=30)
+        kills += 1
+    assert kills == 10, "the chain ended before it was killed ten times"
+    [run_dir] = sorted(runs.iterdir())
+    final = grid.cli("resume", run_dir.name, "--poll-interval", "0.1", env=env)
+    assert final.returncode == 0, final.stdout + final.stderr + json.dumps(grid.jobs.errors)
+    _no_duplicates(grid)
+    assert sorted(t.name for t in grid.panda.tasks.values()) == [f"{outds}_000_derive", f"{outds}_001_skim"]
+    assert len(_listing(grid, f"{outds}_000_derive_daod.root/")) == 2
+    assert len(_listing(grid, f"{outds}_001_skim_ntup.root/")) == 1
+    assert len(_listing(grid, f"{outds}_002_fit_out.tar/")) == 1
+    names = [wf["name"] for wf in reana_server.workflows()]
+    assert len(names) == len(set(names)) == 1, names

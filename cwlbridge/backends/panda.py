@@ -51,6 +51,8 @@ STARTED = frozenset({"running", "throttled", "merging", "finishing", "passed", "
 #: How far before the run's start a name lookup reaches (clock skew between us and PanDA).
 LOOKUP_MARGIN = dt.timedelta(minutes=10)
 DEFAULT_POLL_INTERVAL = 60.0
+#: Submissions of one task while PanDA gives no reply and the name lookup finds nothing.
+SUBMIT_TRIES = 5
 MAX_POLL_INTERVAL = 300.0
 
 
@@ -121,16 +123,28 @@ class PandaBackend(Backend):
         params = task_parameters(
             task, self.tails, nickname=self.nickname, sandbox=self.sandbox, source_url=self.source_url
         )
-        try:
-            submitted = self.client.submit(params)
-        except PandaUnavailableError:
-            # The reply was lost: the task may exist. Look, never submit the name again.
-            found = self.client.find_task(task.name, lookup_since)
-            if found is None:
-                raise
-            return self._remember(str(found.task_id), task.name, task.output_datasets, found.status)
-        except PandaRejectedError as exc:
-            raise CwlbridgeError(f"PanDA refused task {task.name}: {exc.message}") from None
+        for tries_left in range(SUBMIT_TRIES - 1, -1, -1):
+            try:
+                submitted = self.client.submit(params)
+                break
+            except PandaUnavailableError:
+                # No reply: the task may exist.  Look; submit again only when it does not
+                # (uniqueTaskName makes a second copy of an active name impossible anyway).
+                found = self.client.find_task(task.name, lookup_since)
+                if found is not None:
+                    self.say(f"{task.name}: PanDA task {found.task_id} {self.monitor_url.format(id=found.task_id)}")
+                    return self._remember(str(found.task_id), task.name, task.output_datasets, found.status)
+                if not tries_left:
+                    raise
+                log.warning("PanDA did not answer the submission of %s, which it does not have; sending it again",
+                            task.name)
+                tried = SUBMIT_TRIES - tries_left
+                self._sleep(min(self.client.backoff_max, self.client.backoff_initial * 2 ** (tried - 1)))
+            except PandaRejectedError as exc:
+                found = self.client.find_task(task.name, lookup_since) if exc.code == 2 else None
+                if found is not None:  # code 2: the name is active, i.e. our own lost submission
+                    return self._remember(str(found.task_id), task.name, task.output_datasets, found.status)
+                raise CwlbridgeError(f"PanDA refused task {task.name}: {exc.message}") from None
         if submitted.code == 3:
             log.warning("PanDA re-executed an ended task named %s (jediTaskID %d)", task.name, submitted.task_id)
         self.say(f"{task.name}: PanDA task {submitted.task_id} {self.monitor_url.format(id=submitted.task_id)}")
@@ -150,7 +164,13 @@ class PandaBackend(Backend):
         since = (self._last_poll or self.since) - dt.timedelta(minutes=1)
         if any(h not in self._known for h in wanted):
             since = self.since - LOOKUP_MARGIN  # a resumed run knows nothing yet
-        rows = {str(r.task_id): r for r in self.client.tasks_modified_since(since)}
+        try:
+            rows = {str(r.task_id): r for r in self.client.tasks_modified_since(since)}
+        except PandaUnavailableError as exc:
+            # PanDA runs the tasks whether we see it or not: ask again at the next poll.
+            log.warning("PanDA did not answer this poll (%s); asking again later", exc.message)
+            self._polled_at = self._clock()
+            return {h: self._status(h) for h in wanted if h in self._known}
         self._last_poll = began
         self._polled_at = self._clock()
         changed = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -148,6 +149,9 @@ def format_since(moment: _dt.datetime) -> str:
 Retry = Literal["read", "unsent_only"]
 
 
+TIMEOUT_ENV = "CWLBRIDGE_PANDA_TIMEOUT"
+
+
 class PandaClient:
     """The PanDA API for one user, from ``PandaSettings``.
 
@@ -189,8 +193,18 @@ class PandaClient:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> PandaClient:
-        """A client for the server and credentials the environment names (see ``config``)."""
-        return cls(PandaSettings.from_env(environ), **kwargs)
+        """A client for the server and credentials the environment names (see ``config``).
+
+        ``CWLBRIDGE_PANDA_TIMEOUT`` (seconds) bounds the wait for a reply (default 120).
+        """
+        env = os.environ if environ is None else environ
+        given = env.get(TIMEOUT_ENV)
+        if given and "read_timeout" not in kwargs:
+            try:
+                kwargs["read_timeout"] = float(given)
+            except ValueError:
+                raise UsageError(f"{TIMEOUT_ENV}={given!r} is not a number of seconds") from None
+        return cls(PandaSettings.from_env(env), **kwargs)
 
     def __repr__(self) -> str:
         return f"PandaClient({self.settings.api_url!r}, auth={self.settings.auth!r})"
