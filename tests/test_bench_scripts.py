@@ -113,3 +113,34 @@ def test_bench_engine_rejects_an_unknown_shape() -> None:
     )
     assert done.returncode == 2
     assert "unknown 'diamond'" in done.stderr
+
+
+BENCH_PANDA = ROOT / "scripts" / "bench_panda"
+
+
+def test_bench_panda_small_scatter_submits_every_task_once_and_polls_in_one_request() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH_PANDA), "--points", "6", "--tick", "0.02", "--poll-interval", "0.2", "--json"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["tasks_planned"] == figures["tasks_submitted"] == 12
+    assert sum(wave["tasks"] for wave in figures["waves"]) == 12 and figures["tasks_per_s"] > 0
+    assert figures["poll_cycles"] >= 1 and figures["cycles_within_bound"] is True
+    assert 0 < figures["peak_rss_mb"] < 1000
+    polling = figures["polling"]
+    assert polling["tasks"] == 12
+    assert polling["ours_first"]["requests"] == 1 + 12  # the listing, then details of every (new) task
+    assert polling["ours_steady"]["requests"] == 1  # nothing changed: the listing alone
+    assert polling["per_task"]["requests"] == 12
+
+
+def test_bench_panda_table_names_the_targets() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH_PANDA), "--points", "2", "--tick", "0.02", "--poll-interval", "0.2"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "target >= 20" in done.stdout and "target <= 300" in done.stdout
+    assert re.search(r"per-task get_status cycle\s+4 requests", done.stdout), done.stdout

@@ -132,6 +132,28 @@ def test_recast_on_panda_with_the_reana_step_run_from_here(grid: Grid, reana_ser
     assert back.stat().st_size == tar["size"]
     assert grid.token not in run.stdout + run.stderr
     assert reana_server.token not in run.stdout + run.stderr
+    _shows_panda_tasks(grid, outds, {"000_derive": (derive[0].task_id, 4), "001_skim": (skim[0].task_id, 2)})
+
+
+def _shows_panda_tasks(grid: Grid, outds: str, expected: dict[str, tuple[int, int]]) -> None:
+    """`status` and `report` (text and --json) give each PanDA task's id, status, files and link."""
+    status = grid.cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    tasks = {t["short"]: t for t in json.loads(status.stdout)["tasks"]}
+    report = grid.cli("report", "--json")
+    assert report.returncode == 0, report.stderr
+    reported = {t["short"]: t for t in json.loads(report.stdout)["tasks"]}
+    text, table = grid.cli("status").stdout, grid.cli("report").stdout
+    for short, (task_id, files) in expected.items():
+        link = f"https://bigpanda.cern.ch/task/{task_id}/"
+        panda = {"jediTaskID": task_id, "status": "done", "link": link, "note": None,
+                 "files": {"total": files, "done": files, "failed": 0}}
+        assert tasks[short]["panda"] == panda and tasks[short]["handle"] == str(task_id)
+        assert reported[short]["panda"] == panda
+        line = next(x for x in text.splitlines() if x.lstrip().startswith(short))
+        assert str(task_id) in line and " done " in line and f"{files}/{files}" in line and link in line
+        assert link in table
+    assert tasks["002_fit"]["panda"] is None  # the REANA step ran from here
 
 
 def _secret(grid: Grid, name: str, value: str) -> None:

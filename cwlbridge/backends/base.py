@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cwlbridge.model.plan import Task
 
@@ -51,6 +51,9 @@ class TaskStatus:
     jobs: list[JobInfo] = field(default_factory=list)
     produced: bool = False  # some output exists: enough for a `started` link
     message: str = ""
+    # What a remote service says about the task, JSON-ready, for `status` and `report`
+    # (the panda backend: {"jediTaskID", "status", "files": {"total", "done", "failed"}, "link"}).
+    remote: dict[str, Any] | None = None
 
 
 class Backend(ABC):

@@ -4,7 +4,8 @@ A handle is the task's jediTaskID.  The scheduler records an attempt's key durab
 calls ``submit``; on PanDA the key is the task name, so ``submit`` first looks the name up
 among the user's tasks modified since the run began, and adopts a task it finds instead of
 submitting again (PanDA would re-execute an ended task whose name comes back, code 3).  A
-reply that is lost is resolved the same way.  A later attempt of a task (``cwlbridge retry``)
+reply that is lost is resolved the same way (with a fresh look; the first one lists the run's
+tasks once per process, not once per submission).  A later attempt of a task (``cwlbridge retry``)
 is ``task/retry`` of the same PanDA task, which reruns only its failed files.
 
 ``poll`` costs one ``get_tasks_modified_since`` per cycle for every task of the run (paged
@@ -21,11 +22,12 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cwlbridge.backends.base import Backend, Phase, TaskSpec, TaskStatus
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Plan
-from cwlbridge.panda.client import PandaClient, PandaRejectedError, PandaUnavailableError
+from cwlbridge.panda.client import PandaClient, PandaRejectedError, PandaUnavailableError, TaskRow
 from cwlbridge.panda.taskparams import task_parameters
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ DEFAULT_POLL_INTERVAL = 60.0
 #: Submissions of one task while PanDA gives no reply and the name lookup finds nothing.
 SUBMIT_TRIES = 5
 MAX_POLL_INTERVAL = 300.0
+#: What a paused or exhausted task's message adds: PanDA waits for the user.
+NEEDS_YOU = "needs you: `cwlbridge retry` it, or kill the run"
 
 
 @dataclass
@@ -61,6 +65,7 @@ class _Known:
     name: str
     status: str
     message: str
+    remote: dict[str, Any] | None = None  # TaskStatus.remote
 
 
 class PandaBackend(Backend):
@@ -106,13 +111,27 @@ class PandaBackend(Backend):
         self._last_poll: dt.datetime | None = None
         self._polled_at: float | None = None  # clock() of the last poll
         self._quiet_rounds = 0
+        self._before: dict[str, TaskRow] | None = None  # see _existing
 
     # ---------------------------------------------------------------- submit
+
+    def _existing(self, name: str) -> TaskRow | None:
+        """The newest task called ``name`` that PanDA had when this process first submitted.
+
+        One listing serves every submission of the process: a task an earlier (crashed)
+        process submitted is in it, and one this process submits it knows by its handle.
+        """
+        if self._before is None:
+            self._before = {}
+            for row in self.client.tasks_modified_since(self.since - LOOKUP_MARGIN):  # by task id
+                self._before[row.name] = row
+        return self._before.get(name.rstrip("/"))
 
     def submit(self, spec: TaskSpec) -> str:
         task = spec.task
         lookup_since = self.since - LOOKUP_MARGIN
-        found = self.client.find_task(task.name, lookup_since)
+        # A retry needs the task's status now; a first attempt only whether it exists already.
+        found = self.client.find_task(task.name, lookup_since) if spec.attempt > 1 else self._existing(task.name)
         if found is not None:
             if spec.attempt > 1 and PHASES.get(found.status) in ("failed", "cancelled", "finished"):
                 self.client.retry(found.task_id)  # only the failed files run again
@@ -151,7 +170,7 @@ class PandaBackend(Backend):
         return self._remember(str(submitted.task_id), task.name, task.output_datasets, "registered")
 
     def _remember(self, handle: str, name: str, outputs: list[str], status: str) -> str:
-        self._known[handle] = _Known(name, status, "")
+        self._known[handle] = _Known(name, status, "", self._remote(int(handle), status))
         self._outputs[handle] = list(outputs)
         return handle
 
@@ -181,29 +200,44 @@ class PandaBackend(Backend):
                 continue
             if known is None or known.status != row.status:
                 changed = True
-                self._known[handle] = _Known(row.name, row.status, self._message(int(handle), row.status))
+                self._known[handle] = self._describe(int(handle), row.name, row.status)
         self._quiet_rounds = 0 if changed else self._quiet_rounds + 1
         return {h: self._status(h) for h in wanted if h in self._known}
 
-    def _message(self, task_id: int, status: str) -> str:
+    def _remote(
+        self, task_id: int, status: str, files: tuple[int, int, int] | None = None, note: str = ""
+    ) -> dict[str, Any]:
+        total, done, failed = files or (0, 0, 0)
+        return {
+            "jediTaskID": task_id,
+            "status": status,
+            "files": {"total": total, "done": done, "failed": failed} if files else None,
+            "link": self.monitor_url.format(id=task_id),
+            "note": note or None,
+        }
+
+    def _describe(self, task_id: int, name: str, status: str) -> _Known:
+        """What a task whose status changed is now: its file counts from ``get_detailed_info``."""
         link = self.monitor_url.format(id=task_id)
         try:
             info = self.client.detailed_info(task_id)
         except CwlbridgeError as exc:
-            return f"jediTaskID {task_id} {status} ({link}; details unavailable: {exc.message})"
+            message = f"jediTaskID {task_id} {status} ({link}; details unavailable: {exc.message})"
+            return _Known(name, status, message, self._remote(task_id, status))
         files, done, failed = (int(info.get(k) or 0) for k in ("nFiles", "nFilesFinished", "nFilesFailed"))
         counts = f", {done}/{files} files done" if files else ""
         if failed:
             counts += f", {failed} failed"
-        hint = ""
-        if status in ("exhausted", "paused"):
-            hint = "; needs you: `cwlbridge retry` it, or kill the run"
-        return f"jediTaskID {task_id} {status}{counts} ({link}){hint}"
+        note = NEEDS_YOU if status in ("exhausted", "paused") else ""
+        message = f"jediTaskID {task_id} {status}{counts} ({link})" + (f"; {note}" if note else "")
+        return _Known(name, status, message, self._remote(task_id, status, (files, done, failed), note))
 
     def _status(self, handle: str) -> TaskStatus:
         known = self._known[handle]
         phase = PHASES.get(known.status, "pending")
-        return TaskStatus(phase=phase, produced=known.status in STARTED, message=known.message)
+        return TaskStatus(
+            phase=phase, produced=known.status in STARTED, message=known.message, remote=known.remote
+        )
 
     # ---------------------------------------------------------------- the rest of the contract
 

@@ -6,14 +6,14 @@ They open the state read-only, so they work while a run writes to it and after i
 
     {"run": RUN, "tasks": [{"name", "short", "step", "type", "backend", "plan_id", "iteration",
       "loop", "state", "attempt", "handle", "message", "started", "ended", "elapsed",
-      "jobs": {"total", "done", "failed", "running"}, "bytes_in", "bytes_out"}, …]}
+      "jobs": {"total", "done", "failed", "running"}, "bytes_in", "bytes_out", "panda"}, …]}
 
 ``report --json`` prints::
 
     {"run": RUN, "generated": time,
      "tasks": [{"name", "short", "step", "type", "backend", "iteration", "state", "message",
        "started", "ended", "wall", "attempts", "jobs": {"total", "done", "failed"},
-       "job_attempts", "bytes_in", "bytes_out"}, …],
+       "job_attempts", "bytes_in", "bytes_out", "panda"}, …],
      "totals": {"tasks", "states": {state: count}, "wall", "task_time", "attempts", "jobs",
        "jobs_done", "jobs_failed", "job_attempts", "bytes_in", "bytes_out"}}
 
@@ -23,6 +23,8 @@ with ``RUN = {"id", "dir", "chain", "inputs", "outds", "status", "recorded_statu
 "interrupted" for a run recorded as running whose process is gone from this host, and
 ``recorded_status`` is what the state file says.  Task jobs and bytes are those of the latest
 attempt; ``attempts`` counts task attempts, ``job_attempts`` every job run of every attempt.
+``panda`` is null for a task that is not on PanDA, else ``{"jediTaskID", "status" (JEDI's),
+"files": {"total", "done", "failed"} or null, "link", "note"}`` as of the run's last poll.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cwlbridge.engine.state import REMOTE_KEY
 from cwlbridge.errors import EXIT_OK, CwlbridgeError, UsageError
 
 #: Names of the files ``logs`` prints: stdout files (and the reana backend's ``*.log``), or stderr.
@@ -239,6 +242,7 @@ def run_status(args: argparse.Namespace) -> int:
     with _open(args.run, args.base) as state, state.transaction():
         info = state.info(with_plan=False)
         rows = state.tasks()
+        remote = state.values(REMOTE_KEY)
     now = info.last_moment(time.time())
     if args.json:
         _write_json(
@@ -265,6 +269,7 @@ def run_status(args: argparse.Namespace) -> int:
                                  "running": r.jobs_running},
                         "bytes_in": r.bytes_in,
                         "bytes_out": r.bytes_out,
+                        "panda": remote.get(r.name),
                     }
                     for r in rows
                 ],
@@ -282,15 +287,37 @@ def run_status(args: argparse.Namespace) -> int:
         jobs = f"{r.jobs_done}/{r.jobs_total}" if r.jobs_total else ""
         if r.jobs_failed:
             jobs += f" ({r.jobs_failed} failed)"
-        table.append(
-            [short_name(r.name, info.outds), r.backend, r.state, str(r.attempt) if r.attempt else "",
-             jobs, format_duration(r.elapsed(now)), r.message]
-        )
-    print_table(
-        title, ["task", "backend", "state", "attempt", "jobs", "elapsed", "message"], table,
-        frozenset({3, 5}), wrap=frozenset({6}), state=2,
-    )
+        line = [short_name(r.name, info.outds), r.backend, r.state, str(r.attempt) if r.attempt else "",
+                jobs, format_duration(r.elapsed(now)), r.message]
+        if remote:
+            line[6:6] = panda_cells(remote.get(r.name))
+            if r.name in remote:  # the id, status and files have their columns: the link and any note
+                note = remote[r.name].get("note")
+                line[-1] = remote[r.name]["link"] + (f" — {note}" if note else "")
+        table.append(line)
+    headers = ["task", "backend", "state", "attempt", "jobs", "elapsed", "message"]
+    numeric, wrap = frozenset({3, 5}), frozenset({6})
+    if remote:
+        headers[6:6] = PANDA_HEADERS
+        numeric, wrap = frozenset({3, 5, 6}), frozenset({9})
+    print_table(title, headers, table, numeric, wrap=wrap, state=2)
     return EXIT_OK
+
+
+#: The columns `status` and `report` add for a run with PanDA tasks.
+PANDA_HEADERS = ["jediTaskID", "PanDA", "files"]
+
+
+def panda_cells(remote: dict[str, Any] | None) -> list[str]:
+    """A task's jediTaskID, PanDA status and ``done/total (failed)`` files; blanks if not on PanDA."""
+    if not remote:
+        return ["", "", ""]
+    files = remote.get("files") or {}
+    shown = f"{files.get('done', 0)}/{files.get('total', 0)}" if files.get("total") else ""
+    if files.get("failed"):
+        shown += f" ({files['failed']} failed)"
+    return [str(remote.get("jediTaskID", "")), str(remote.get("status", "")), shown]
+
 
 
 # -- logs --------------------------------------------------------------------------------------
@@ -458,6 +485,14 @@ def run_report(args: argparse.Namespace) -> int:
                 rep.format_bytes(t["bytes_in"]), rep.format_bytes(t["bytes_out"]),
             ]
         )
+        headers = ["task", "state", "wall", "attempts", "jobs", "job runs", "in", "out"]
+        numeric = frozenset({2, 3, 4, 5, 6, 7})
+        if any(f.panda for f in figures):  # then the id, status, files and link of each PanDA task
+            headers += [*PANDA_HEADERS, "link"]
+            numeric |= {8}
+            for row, f in zip(rows, figures):
+                row += [*panda_cells(f.panda), (f.panda or {}).get("link", "")]
+            rows[-1] += ["", "", "", ""]
         title = (
             f"run {info.id}  {info.effective_status()}  {info.outds}: wall time"
             f" {rep.format_duration(doc['totals']['wall'])}"
@@ -467,8 +502,5 @@ def run_report(args: argparse.Namespace) -> int:
                 else ""
             )
         )
-        print_table(
-            title, ["task", "state", "wall", "attempts", "jobs", "job runs", "in", "out"], rows,
-            frozenset({2, 3, 4, 5, 6, 7}), state=1,
-        )
+        print_table(title, headers, rows, numeric, state=1)
     return EXIT_OK

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cwlbridge import __version__
-from cwlbridge.engine.state import Event, JobRow, RunInfo, RunState, TaskRow, attempt_dir
+from cwlbridge.engine.state import REMOTE_KEY, Event, JobRow, RunInfo, RunState, TaskRow, attempt_dir
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Parent, Plan, Task, short_name, to_dot
 from cwlbridge.units import human_size
@@ -95,6 +95,7 @@ class TaskFigures:
     wall: float | None
     attempts: int
     job_attempts: int
+    panda: dict[str, Any] | None = None  # what PanDA last said (TaskStatus.remote), for a PanDA task
 
 
 def _job_runs(job: JobRow) -> int:
@@ -113,6 +114,7 @@ def task_figures(state: RunState, info: RunInfo, now: float) -> list[TaskFigures
     job_runs: dict[str, int] = {}
     for job in state.all_jobs():
         job_runs[job.task] = job_runs.get(job.task, 0) + _job_runs(job)
+    remote = state.values(REMOTE_KEY)
     return [
         TaskFigures(
             row=row,
@@ -120,6 +122,7 @@ def task_figures(state: RunState, info: RunInfo, now: float) -> list[TaskFigures
             wall=row.elapsed(now),
             attempts=attempts.get(row.name, 0),
             job_attempts=job_runs.get(row.name, 0),
+            panda=remote.get(row.name),
         )
         for row in state.tasks()
     ]
@@ -180,6 +183,7 @@ def report_json(
                 "job_attempts": f.job_attempts,
                 "bytes_in": r.bytes_in,
                 "bytes_out": r.bytes_out,
+                "panda": f.panda,
             }
         )
     totals = {
@@ -508,8 +512,9 @@ def html_page(
 ) -> str:
     """The whole self-contained report page.
 
-    Each task links to its latest attempt's directory (the job logs) and to its output
-    datasets' folders in a local store (Rucio datasets are named, not linked).
+    Each task links to its latest attempt's directory (the job logs), or for a PanDA task to
+    its page on PanDA's monitor, and to its output datasets' folders in a local store (Rucio
+    datasets are named, not linked).
     """
     doc = report_json(info, figures, now, active=active)
     outputs = _output_cells(info, plan, figures)
@@ -561,6 +566,9 @@ def html_page(
         if r.attempt and info.run_dir is not None:
             folder = attempt_dir(Path(info.run_dir), r.name, r.attempt)
             logs = _file_link(folder, f"attempt {r.attempt}") if folder.is_dir() else ""
+        if f.panda:  # a PanDA task's logs are on PanDA's monitor
+            link = str(f.panda.get("link", ""))
+            logs += f' <a href="{_x(link)}">jediTaskID {_x(str(f.panda.get("jediTaskID", "")))}</a>'
         parts.append(
             f'<tr><td title="{_x(r.name)}">{_x(f.short)}</td><td>{_x(r.type)}</td><td>{_x(r.backend)}</td>'
             f"<td>{_swatch(r.state)}{_x(r.state)}</td><td>{format_time(r.started)}</td>"

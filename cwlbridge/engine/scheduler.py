@@ -29,7 +29,7 @@ from typing import Any
 from cwlbridge.backends.base import FINAL_PHASES, Backend, TaskSpec, TaskStatus
 from cwlbridge.backends.local import lfn_prefix
 from cwlbridge.data.datasets import split_dataset_name
-from cwlbridge.engine.state import attempt_dir
+from cwlbridge.engine.state import REMOTE_KEY, attempt_dir
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.conditions import BinOp, Cond, Not, Ref
 from cwlbridge.model.plan import Loop, Parent, Plan, Task, short_name
@@ -80,6 +80,7 @@ class Node:
     inputs_open: bool = False  # submitted before a parent ended: tell the backend when all have
     jobs_seen: tuple[Any, ...] = ()  # the jobs as last recorded, to skip unchanged updates
     number: int | None = None  # its $JEDITASKID: in its output file names
+    remote: dict[str, Any] | None = None  # what the backend's service last said (kv "remote:<name>")
 
 
 @dataclass
@@ -624,6 +625,9 @@ class Scheduler:
             self.state.update_jobs(node.task.name, node.attempt, status.jobs)
             node.jobs_seen = seen
         changed = progress != before
+        if status.remote is not None and status.remote != node.remote:
+            self.state.set_value(REMOTE_KEY + node.task.name, status.remote)
+            node.remote = status.remote
         if status.phase == "running" and node.state == SUBMITTED:
             self._set_state(node, RUNNING)
             changed = True

@@ -59,6 +59,8 @@ RUN_STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
 FINAL_RUN_STATUSES = frozenset({"finished", "failed", "cancelled", "interrupted"})
 TASK_STATES = ("waiting", "submitted", "running", "finished", "failed", "cancelled", "skipped")
 FINAL_TASK_STATES = frozenset({"finished", "failed", "cancelled", "skipped"})
+#: kv key prefix (+ task name) of what a remote service last said about a task (TaskStatus.remote).
+REMOTE_KEY = "remote:"
 
 # Every page a commit changes is one more 4 KiB frame in the write-ahead log (and later in a
 # checkpoint), and a chain step commits twice.  So: no AUTOINCREMENT (it rewrites
@@ -970,6 +972,15 @@ class RunState:
             self._flush()
             row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
+
+    def values(self, prefix: str) -> dict[str, Any]:
+        """Every value stored under a key starting with ``prefix``, by the rest of the key."""
+        with self._lock:
+            self._flush()
+            rows = self._conn.execute(
+                "SELECT key, value FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchall()
+        return {key[len(prefix) :]: json.loads(value) for key, value in rows}
 
 
 def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:

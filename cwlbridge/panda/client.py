@@ -378,7 +378,8 @@ class PandaClient:
         return dict(data or {})
 
     def tasks_modified_since(self, since: _dt.datetime, *, full: bool = False) -> list[TaskRow]:
-        """``task/get_tasks_modified_since`` for our user, every page (the server caps one at 500 rows)."""
+        """``task/get_tasks_modified_since`` for our user, every page (panda-server caps a ``full``
+        listing at 500 rows, so a page of exactly 500 asks for the next)."""
         rows: dict[int, TaskRow] = {}
         min_task_id: int | None = None
         while True:
@@ -388,7 +389,7 @@ class PandaClient:
             page = [_row(item) for item in (data or {}).values() if isinstance(item, Mapping)]
             for row in page:
                 rows[row.task_id] = row
-            if len(page) < PAGE_ROWS:
+            if len(page) != PAGE_ROWS:  # only a full listing is capped (at exactly PAGE_ROWS rows)
                 return sorted(rows.values(), key=lambda r: r.task_id)
             min_task_id = max(row.task_id for row in page)
 

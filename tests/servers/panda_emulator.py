@@ -32,7 +32,8 @@ Protocol, as ``pandaserver/server/panda.py`` and ``api/v1/common.py::request_val
 * A seeded fault mode: HTTP 500/503, replies lost after the request was processed, and read
   timeouts, each with probability ``rate``.
 
-``requests`` lists every request (method, path, user), so a test can prove nothing was sent.
+``requests`` lists every request (method, path, query, monotonic time, user), so a test can
+prove nothing was sent.
 """
 
 from __future__ import annotations
@@ -678,7 +679,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         raw = self._body() if method == "POST" else b""
         caller = emulator.caller_of(self.headers)
         with emulator.lock:
-            emulator.requests.append({"method": method, "path": parts.path, "user": caller.dn if caller else None})
+            emulator.requests.append(
+                {"method": method, "path": parts.path, "query": parts.query, "time": time.monotonic(),
+                 "user": caller.dn if caller else None}
+            )
         if method == "GET" and parts.path.startswith("/cache/"):
             target = emulator.cache_dir / Path(parts.path[len("/cache/") :]).name
             if target.is_file():
