@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     from cwlbridge.engine import run as run_command
     from cwlbridge.model import command as model_command
     from cwlbridge.panda import command as panda_command
+    from cwlbridge.panda import submit as submit_command
+    from cwlbridge.panda import workflows as workflow_command
     from cwlbridge.reana import command as reana_command
 
     parser = _Parser(prog="cwlbridge", description="Validate, plan and run pchain CWL chains.")
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_command.register(subparsers)
     engine_command.register(subparsers)
     panda_command.register(subparsers)
+    submit_command.register(subparsers)
+    workflow_command.register(subparsers)
     _add_common_options(parser, top=True)
     return parser
 

@@ -24,6 +24,15 @@ def plan(
     return result.code, (json.loads(result.out) if result.code == 0 else {}), result.err
 
 
+def deviations(tmp_path: Path) -> set[int]:
+    """The README fix numbers `cwlbridge submit` would warn about for the chain last planned here."""
+    from cwlbridge.model.rules import analyse
+
+    analysis = analyse(str(tmp_path / "chain.cwl"), str(tmp_path / "inputs.yaml"), OUTDS)
+    assert analysis.plan is not None
+    return {d.fix for d in analysis.plan.deviations}
+
+
 def by_step(doc: dict) -> dict[str, dict]:
     return {t["path"]: t for t in doc["tasks"]}
 
@@ -65,6 +74,7 @@ def test_secds_star_expands_to_all_secondaries(tmp_path: Path) -> None:
     code, doc, err = plan(tmp_path, chain, "raw: data:data.x")
     assert code == 0, err
     assert by_step(doc)["c"]["exec"] == f"c.sh {OUTDS}_000_a_a.root/,{OUTDS}_001_b_b.root/"
+    assert 1 in deviations(tmp_path)  # submit warns about it
 
 
 def test_top_level_input_is_a_placeholder(tmp_path: Path) -> None:
@@ -80,6 +90,7 @@ def test_top_level_input_is_a_placeholder(tmp_path: Path) -> None:
     code, doc, err = plan(tmp_path, chain, "raw: v2")
     assert code == 0, err
     assert by_step(doc)["c"]["exec"] == "c.sh --tag v2 %IN"
+    assert 2 in deviations(tmp_path)  # submit warns about it
 
 
 def test_scalar_in_ds_type_applies_to_every_dataset(tmp_path: Path) -> None:
@@ -97,6 +108,7 @@ def test_scalar_in_ds_type_applies_to_every_dataset(tmp_path: Path) -> None:
     assert code == 0, err
     # PanDA pairs one *character* of the type with each dataset (…_e/, …_x/).
     assert by_step(doc)["c"]["in_ds"] == [f"{OUTDS}_000_a_extra.txt/", f"{OUTDS}_001_b_extra.txt/"]
+    assert 5 in deviations(tmp_path)  # submit warns about it
 
 
 def test_unequal_scatter_lengths_are_an_error(tmp_path: Path) -> None:
@@ -153,6 +165,7 @@ steps:
         ("s[3]", "b", "y"), ("s[4]", "c", "x"), ("s[5]", "c", "y"),
     ]  # fmt: skip
     assert [t["id"] for t in doc["tasks"]] == list(range(6))
+    assert 4 in deviations(tmp_path)  # submit warns about it
 
 
 def test_downstream_of_scattered_leaf_gets_every_element(tmp_path: Path) -> None:
@@ -188,6 +201,7 @@ steps:
         {"task": f"{OUTDS}_000_s", "link": "processed"},
         {"task": f"{OUTDS}_001_s", "link": "processed"},
     ]
+    assert 4 in deviations(tmp_path)  # submit warns about it
 
 
 def test_condition_waits_for_unnamed_parents_and_says_so(tmp_path: Path) -> None:
@@ -212,6 +226,7 @@ def test_condition_waits_for_unnamed_parents_and_says_so(tmp_path: Path) -> None
     assert task["condition"] == f"processed({OUTDS}_000_a) && processed({OUTDS}_001_b)"
     assert "does not name parent(s) b" in err
     assert doc["warnings"] and "does not name parent(s) b" in doc["warnings"][0]
+    assert 10 in deviations(tmp_path)  # submit warns about it
 
 
 def test_failed_branch_suppresses_its_input(tmp_path: Path) -> None:
@@ -330,3 +345,6 @@ def test_junction_always_outputs_results_json(tmp_path: Path) -> None:
     assert junction["args"] == "--outputs=summary.txt,results.json"
     assert junction["output_datasets"] == [f"{OUTDS}_002_j_summary.txt/", f"{OUTDS}_002_j_results.json/"]
     assert junction["parents"] == [{"task": f"{OUTDS}_000_a", "link": "processed"}]
+    assert 8 in deviations(tmp_path)  # submit warns about it
+
+

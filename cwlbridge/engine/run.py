@@ -202,11 +202,12 @@ def make_plan(chain: Path, inputs: Path, outds: str) -> Any:
     return make_analysis(chain, inputs, outds).plan
 
 
-def make_analysis(chain: Path, inputs: Path, outds: str) -> Any:
+def make_analysis(chain: Path, inputs: Path, outds: str, *, on_idds: bool = False, what: str = "run") -> Any:
     """Analyse the chain; raise with every error listed when it is not runnable.
 
     phpo and gitlab steps are refused here and under ``--backend panda`` alike: PanDA makes
-    their tasks with other tools than prun (phpo, its GitLab service).
+    their tasks with other tools than prun (phpo, its GitLab service).  ``on_idds``: the chain
+    goes to PanDA whole (``cwlbridge submit``), where they are fine.  ``what`` did not happen.
     """
     from cwlbridge.cache import LoadedChains, SchemaVerdicts
     from cwlbridge.model.command import require_file
@@ -221,10 +222,10 @@ def make_analysis(chain: Path, inputs: Path, outds: str) -> Any:
     if analysis.findings.errors or analysis.plan is None:
         lines = [f.text() for f in analysis.findings.errors]
         raise CwlbridgeError(
-            f"{chain}: {len(analysis.findings.errors)} error(s); nothing was run\n" + "\n".join(lines),
+            f"{chain}: {len(analysis.findings.errors)} error(s); nothing was {what}\n" + "\n".join(lines),
             hint=f"see `cwlbridge validate {chain} {inputs}`",
         )
-    for task in analysis.plan.tasks:
+    for task in [] if on_idds else analysis.plan.tasks:
         if task.type in GRID_ONLY_TYPES:
             raise CwlbridgeError(
                 f"step '{task.step}' is a `run: {task.type}` step; it needs {GRID_ONLY_TYPES[task.type]}"

@@ -70,6 +70,22 @@ class Task:
         }
 
 
+@dataclass(frozen=True)
+class Deviation:
+    """A place where PanDA's server would build something other than this plan.
+
+    ``fix`` is the number of the deliberate fix in the README; ``breaks`` is true where PanDA
+    rejects the chain or makes a task that cannot work (``cwlbridge submit`` refuses those).
+    Not part of the plan's JSON contract.
+    """
+
+    fix: int
+    pos: SourcePos
+    step: str
+    message: str
+    breaks: bool = False
+
+
 @dataclass
 class Loop:
     """A loop element: its tasks, the junction(s) deciding it, and its variables."""
@@ -88,6 +104,7 @@ class Plan:
     tasks: list[Task]
     warnings: list[str] = field(default_factory=list)
     loops: list[Loop] = field(default_factory=list)
+    deviations: list[Deviation] = field(default_factory=list)  # from PanDA's server: see Deviation
 
     def task(self, name: str) -> Task:
         for task in self.tasks:

@@ -28,7 +28,7 @@ from cwlbridge.model.conditions import (
     suppressed_inputs,
 )
 from cwlbridge.model.names import ALLOWED, DID_NAME_LENGTH, bad_name_char
-from cwlbridge.model.plan import Loop, Parent, Plan, Task
+from cwlbridge.model.plan import Deviation, Loop, Parent, Plan, Task
 from cwlbridge.model.prunopts import PrunOptionError, parse_prun_args, unknown_option_hint
 from cwlbridge.model.steps import Finding, Findings, Step, StepInput, Workflow
 
@@ -133,15 +133,23 @@ class Resolver:
         self.serial = 0
         self.tasks: list[Task] = []
         self.loops: list[Loop] = []
+        self.deviations: dict[tuple[int, SourcePos], Deviation] = {}
+        self.narrowed: set[str] = set()  # paths of sub-workflow elements whose outputs are not all leaves
         self._names_reported: set[tuple[SourcePos, str]] = set()
+
+    def deviate(self, fix: int, pos: SourcePos, step: str, message: str, *, breaks: bool = False) -> None:
+        """Note where PanDA's server builds something else (README fix ``fix``), once per place."""
+        self.deviations.setdefault((fix, pos), Deviation(fix, pos, step, message, breaks))
 
     # -- bodies -------------------------------------------------------------------------------
 
     def body(self, wf: Workflow, env: dict[str, Any], ctx: _Context) -> dict[str, list[Task]]:
         """Resolve every step of ``wf``; returns each step's tail tasks by step name."""
         produced: dict[str, list[Task]] = {}
+        by_name = {s.name: s for s in wf.steps}
         for step in self.order(wf):
             values = self.input_values(step, env, produced)
+            self.downstream_deviations(step, by_name, ctx)
             produced[step.name] = []
             for suffix, element in self.scatter_elements(step, values):
                 path = f"{ctx.path}{step.name}{suffix}"
@@ -156,6 +164,29 @@ class Resolver:
                 finally:
                     self.findings.element = outer
         return produced
+
+    def downstream_deviations(self, step: Step, siblings: dict[str, Step], ctx: _Context) -> None:
+        """Fixes 3 and 4: what a step reads from a sub-workflow or a scattered step."""
+        for item in step.inputs.values():
+            for source in item.sources:
+                parent = siblings.get(source.split("/")[0]) if "/" in source else None
+                if parent is None:
+                    continue
+                prefix = f"{ctx.path}{parent.name}"
+                if parent.type == "workflow" and any(
+                    p == prefix or p.startswith(prefix + "[") for p in self.narrowed
+                ):
+                    self.deviate(
+                        3, item.where, step.name,
+                        f"'{parent.name}' declares its outputs: this step reads those; PanDA's server"
+                        " would give it every task inside it",
+                    )
+                elif parent.scatter and parent.type != "workflow":
+                    self.deviate(
+                        4, item.where, step.name,
+                        f"'{parent.name}' is scattered: this step reads every element's dataset; PanDA's"
+                        " server would give it the first element's only",
+                    )
 
     def order(self, wf: Workflow) -> list[Step]:
         """PanDA's topological order: file order among the steps that are ready together."""
@@ -188,6 +219,12 @@ class Resolver:
             resolved = [self.source_value(src, env, produced) for src in item.sources]
             if item.source_is_list:
                 values[name] = _flatten(resolved)  # FIX: PanDA nests lists here
+                if any(isinstance(r, list) for r in resolved):
+                    self.deviate(
+                        12, item.where, step.name,
+                        f"{name}: a source gives several datasets; cwlbridge flattens the list, PanDA's"
+                        " server would nest it",
+                    )
             else:
                 values[name] = resolved[0]
             if values[name] is None and item.has_default:
@@ -221,6 +258,13 @@ class Resolver:
                 return []
             lists.append(value)
         method = step.scatter_method or "dotproduct"
+        if method != "dotproduct":
+            self.deviate(
+                4, step.scatter_pos or step.pos, step.name,
+                f"scatterMethod {method}: cwlbridge runs every combination"
+                + (" (pchain has no nested outputs)" if method == "nested_crossproduct" else "")
+                + "; PanDA's server pairs the lists element by element",
+            )
         if method == "dotproduct":
             if len({len(v) for v in lists}) > 1:
                 detail = ", ".join(f"{k} has {len(v)}" for k, v in zip(step.scatter, lists))
@@ -312,7 +356,10 @@ class Resolver:
                 tails += produced.get(source.split("/")[0], [])
         if not body.outputs:
             tails = members
-        return _unique(tails)
+        tails = _unique(tails)
+        if len(tails) < len(members):
+            self.narrowed.add(path)
+        return tails
 
     # -- leaves -------------------------------------------------------------------------------
 
@@ -406,6 +453,11 @@ class Resolver:
         for parent in unnamed:
             parents.append(Parent(parent.name, "processed"))
         if unnamed:
+            self.deviate(
+                10, step.when_pos or step.pos, step.name,
+                "the condition does not name every parent; cwlbridge waits for the others to be"
+                " processed, PanDA would start the step without them",
+            )
             rendered = " && ".join([rendered] + [f"processed({p.name})" for p in unnamed])
             self.findings.warning(
                 step.when_pos or step.pos,
@@ -468,6 +520,12 @@ class Resolver:
         else:
             # FIX: a scalar type applies to every dataset (PanDA pairs it character by character).
             type_list = [types] * len(items)
+            if types not in (None, "") and len(items) > 1:
+                self.deviate(
+                    5, self._pos(step, type_key), step.name,
+                    f"{type_key} is one type for {len(items)} datasets: cwlbridge applies it to each;"
+                    " PanDA's server would pair each dataset with one character of it",
+                )
         names = []
         for item, ds_type in zip(items, type_list):
             if isinstance(item, TaskRef):
@@ -496,6 +554,13 @@ class Resolver:
         secondaries = self.dataset_list(step, "opt_secondaryDSs", "opt_secondaryDsTypes", values)
         if step.type == "junction":
             args_text = _add_results_json(args_text)
+            self.deviate(
+                8, step.pos, step.name,
+                "PanDA's server gives a junction --forceStagedSecondary, which prun (panda-client"
+                " >= 1.6.17) rejects: the chain fails on the server",
+                breaks=True,
+            )
+        self.raw_deviations(step, {"opt_exec": exec_text, "opt_args": args_text}, bool(secondaries), ctx)
         in_ds = [] if "opt_inDS" in suppressed else self.dataset_list(step, "opt_inDS", "opt_inDsType", values)
         subs: list[tuple[str, str]] = []
         for index, name in enumerate(secondaries, start=1):
@@ -529,8 +594,33 @@ class Resolver:
         task.output_types = [o.type for o in options.outputs] or ["dummy"]
         task.output_datasets = [f"{task.name}_{o.type}/" for o in options.outputs]
 
+    def raw_deviations(self, step: Step, fields: dict[str, str], has_secondaries: bool, ctx: _Context) -> None:
+        """Fixes 1 and 2, found in opt_exec and opt_args as written."""
+        own = {*ctx.loop_vars, *ctx.workflow_vars} if ctx.in_sub else set()
+        for key, text in fields.items():
+            if has_secondaries and "%{SECDS*}" in text:
+                self.deviate(
+                    1, self._pos(step, key, "%{SECDS*}"), step.name,
+                    "%{SECDS*}: PanDA's server leaves it unresolved and then refuses the chain",
+                    breaks=True,
+                )
+            for name, value in self.top_values.items():
+                token = f"%{{{name}}}"
+                if value is not None and name not in own and token in text:
+                    self.deviate(
+                        2, self._pos(step, key, token), step.name,
+                        f"{token}: cwlbridge fills in the chain's input; PanDA's server would leave it"
+                        " as written",
+                    )
+
     def fill_phpo(self, task: Task, step: Step, values: dict[str, Any]) -> None:
         # FIX: PanDA reads opt_inDsType here and raises KeyError; the right key is used.
+        if "opt_trainingDsType" in step.inputs:
+            self.deviate(
+                9, self._pos(step, "opt_trainingDsType"), step.name,
+                "PanDA's server reads opt_inDsType for a phpo step and fails on opt_trainingDsType",
+                breaks=True,
+            )
         task.in_ds = self.dataset_list(step, "opt_trainingDS", "opt_trainingDsType", values)
         args = values.get("opt_args")
         task.args = _text(args) if args is not None else ""
@@ -629,4 +719,4 @@ def resolve(workflow: Workflow, values: dict[str, Any], outds: str, findings: Fi
     resolver = Resolver(outds, findings, values)
     ctx = _Context(path="", inherited=[], in_loop=False, inputs=frozenset(workflow.inputs))
     resolver.body(workflow, values, ctx)
-    return Plan(outds=outds, tasks=resolver.tasks, loops=resolver.loops)
+    return Plan(outds=outds, tasks=resolver.tasks, loops=resolver.loops, deviations=list(resolver.deviations.values()))

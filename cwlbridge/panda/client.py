@@ -15,6 +15,7 @@ PanDA re-execute it, so the caller looks it up by name (``find_task``) instead, 
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
 import json
 import logging
 import os
@@ -420,6 +421,80 @@ class PandaClient:
                 endpoint=endpoint, server_message=message, code=data,
             )
         return message
+
+    # ---------------------------------------------------------------- workflows (legacy API, iDDS)
+
+    def _legacy(self, endpoint: str, response: requests.Response) -> Any:
+        """The ``[ok, value]`` pair a legacy endpoint answers; ``value`` when ok, else an error."""
+        if response.status_code in (401, 403):
+            raise PandaAuthError(
+                f"PanDA {endpoint}: the server refused our credentials (HTTP {response.status_code})",
+                endpoint=endpoint, status=response.status_code, url=response.url, hint=self._auth_hint(),
+            )
+        if response.status_code >= 500:
+            raise PandaUnavailableError(
+                f"PanDA {endpoint}: server error HTTP {response.status_code}", endpoint=endpoint,
+                status=response.status_code, url=response.url, hint="PanDA is having trouble; try again later",
+            )
+        try:
+            body = json.loads(response.text)
+        except ValueError:
+            raise PandaProtocolError(
+                f"PanDA {endpoint}: the reply (HTTP {response.status_code}) is not JSON: {response.text[:120]!r}",
+                endpoint=endpoint, status=response.status_code, url=response.url,
+            ) from None
+        if not isinstance(body, list) or len(body) != 2:
+            raise PandaProtocolError(f"PanDA {endpoint}: the reply is not an [ok, value] pair", endpoint=endpoint)
+        ok, value = body
+        if ok is not True:
+            message = str(value)
+            if "secure connection is required" in message:
+                raise PandaAuthError(f"PanDA {endpoint}: {message}", endpoint=endpoint, hint=self._auth_hint())
+            raise PandaRejectedError(f"PanDA {endpoint} refused: {message}", endpoint=endpoint, server_message=message)
+        return value
+
+    def put_workflow_request(self, params: Mapping[str, Any], *, check: bool = False) -> dict[str, Any]:
+        """``put_workflow_request`` as pchain sends it: ``{"data": json, "sync"|"check": true}``, gzipped.
+
+        Returns the server's ``{"status", "request_id", "log"}``.  Not retried: a lost reply may
+        have made a request (the caller says so instead of sending a second one).
+        """
+        endpoint = "put_workflow_request"
+        body: dict[str, Any] = {"data": json.dumps(dict(params))}
+        body["check" if check else "sync"] = True
+        payload = gzip.compress(json.dumps(body).encode())
+        response = self._exchange(
+            "POST", f"{self.settings.legacy_url}/{endpoint}", endpoint, "unsent_only", data=payload,
+            headers={"Content-Type": "application/json"},
+        )
+        value = self._legacy(endpoint, response)
+        if not isinstance(value, dict):
+            raise PandaProtocolError(f"PanDA {endpoint}: unexpected reply {str(value)[:200]!r}", endpoint=endpoint)
+        return value
+
+    def workflow_command(self, command: str, request_id: int, **kwargs: Any) -> Any:
+        """iDDS command ``command`` (get_status, abort, retry, finish, suspend, resume) on a request.
+
+        Sent as a form with its Content-Type (panda-client's form posts carry none).  ``get_status``
+        is a read and retried like one.
+        """
+        endpoint = "execute_idds_workflow_command"
+        form = {"command_name": command, "kwargs": json.dumps({"request_id": request_id, **kwargs})}
+        response = self._exchange(
+            "POST", f"{self.settings.legacy_url}/{endpoint}", endpoint,
+            "read" if command == "get_status" else "unsent_only", data=form,
+        )
+        value = self._legacy(endpoint, response)
+        is_pair = isinstance(value, list) and len(value) == 2 and isinstance(value[0], (bool, int))
+        if is_pair and command != "get_status":
+            # iDDS answers a command with [status, message]; a falsy or negative status is a refusal
+            status, message = value
+            if status is False or (not isinstance(status, bool) and status < 0):
+                raise PandaRejectedError(
+                    f"iDDS {command} of request {request_id} refused: {message}", endpoint=endpoint,
+                    server_message=str(message),
+                )
+        return value
 
     # ---------------------------------------------------------------- cache and secrets
 

@@ -39,6 +39,8 @@ EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 SUBMITTER_SECRETS = ("REANA_SERVER_URL", "REANA_ACCESS_TOKEN")
 #: PanDA's prefix of a file secret (pbook stores files base64 under it).
 FILE_SECRET_PREFIX = "___file___:"
+#: Step types whose task parameters prun builds (phpo and gitlab tasks are made by other tools).
+PRUN_BUILT = frozenset({"prun", "junction", "reana"})
 #: Where a task is shown (CWLBRIDGE_PANDA_MONITOR_URL changes it; ``{id}`` is the jediTaskID).
 DEFAULT_MONITOR_URL = "https://bigpanda.cern.ch/task/{id}/"
 
@@ -121,7 +123,7 @@ def check_task_parameters(plan: Plan, nickname: str, on_panda: Callable[[Task], 
     problems = []
     for task in plan.tasks:
         key = re.sub(r"\[\d+\]", "", task.path)
-        if key in seen or not on_panda(task):
+        if key in seen or not on_panda(task) or task.type not in PRUN_BUILT:
             continue
         seen.add(key)
         try:
@@ -145,8 +147,15 @@ def preflight(
     environ: Mapping[str, str],
     includes: list[str],
     client_factory: Callable[[PandaSettings], PandaClient] | None = None,
+    need_rucio: bool = True,
+    secrets: bool = True,
 ) -> GridSetup:
-    """Check everything that can be known before the first submission (see the module doc)."""
+    """Check everything that can be known before the first submission (see the module doc).
+
+    ``need_rucio=False`` leaves out check 4 (``cwlbridge submit``: iDDS reads a junction's
+    results, and REANA steps run in PanDA jobs); ``secrets=False`` check 7 (``submit --check``
+    creates no task).
+    """
     settings = PandaSettings.from_env(environ)
     nickname = nickname_of(settings, environ)
     outds = plan.outds
@@ -160,7 +169,7 @@ def preflight(
         return not reana_direct(task)
 
     check_task_parameters(plan, nickname, on_panda)
-    reasons = uses_rucio(plan, reana_direct)
+    reasons = uses_rucio(plan, reana_direct) if need_rucio else []
     if reasons and getattr(store, "kind", "") != "rucio":
         raise UsageError(
             "this chain needs a Rucio store with --backend panda: " + "; ".join(reasons),
@@ -179,7 +188,7 @@ def preflight(
                 " submitting its names again would re-execute them",
                 hint="pick a new --outds (e.g. add a version suffix), or continue that run with `cwlbridge resume`",
             )
-        wanted = needed_secrets(plan, on_panda)
+        wanted = needed_secrets(plan, on_panda) if secrets else {}
         if wanted:
             have = set(client.secrets())
             missing = {step: [n for n in names if n not in have] for step, names in wanted.items()}

@@ -105,6 +105,14 @@ def is_tail(task: Task, tails: Collection[str]) -> bool:
     return re.sub(r"\[\d+\]", "", task.path) in tails
 
 
+def attach_sandbox(params: dict[str, Any], sandbox: str, source_url: str) -> None:
+    """Point a dry-run map at the uploaded sandbox: ``-a <sandbox>`` for ``-a None``, and ``sourceURL``."""
+    params["sourceURL"] = source_url
+    for item in params.get("jobParameters") or []:
+        if isinstance(item, dict) and item.get("type") == "constant" and item.get("value") == "-a None":
+            item["value"] = f"-a {sandbox}"
+
+
 def task_parameters(
     task: Task,
     tails: Collection[str],
@@ -116,10 +124,7 @@ def task_parameters(
     """The map to submit for ``task``: prun's, plus what pchain and PanDA add."""
     params = prun_map(prun_command_line(task), nickname=nickname)
     params["taskName"] = task.name
-    params["sourceURL"] = source_url
-    for item in params.get("jobParameters") or []:
-        if isinstance(item, dict) and item.get("type") == "constant" and item.get("value") == "-a None":
-            item["value"] = f"-a {sandbox}"
+    attach_sandbox(params, sandbox, source_url)
     if len(task.parents) == 1:
         params["parentTaskName"] = task.parents[0].task
         params["noWaitParent"] = True
