@@ -160,5 +160,9 @@ def references(cond: Cond) -> list[Ref]:
 
 
 def suppressed_inputs(cond: Cond) -> set[str]:
-    """Inputs PanDA drops from the task: every ``!self.x`` (the step runs without that --inDS)."""
-    return {ref.name for ref in references(cond) if ref.negated}
+    """Inputs PanDA drops from the task: every ``!self.x`` (the step runs without that --inDS).
+
+    As in PanDA, only a whole input: ``!self.x[1]`` keeps ``x`` (its other elements may be
+    what the condition waits for).
+    """
+    return {ref.name for ref in references(cond) if ref.negated and ref.index is None}

@@ -390,6 +390,7 @@ class ChainLoader:
                 findings.error(step.scatter_pos, "scatter must name step inputs", step=name)
             else:
                 step.scatter = found[0]
+                step.scatter_is_name = isinstance(doc["scatter"], str)
         method = doc.get("scatterMethod")
         if method is not None:
             if method not in SCATTER_METHODS:

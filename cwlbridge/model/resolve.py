@@ -257,6 +257,12 @@ class Resolver:
                 )
                 return []
             lists.append(value)
+        if step.scatter_is_name:
+            self.deviate(
+                16, step.scatter_pos or step.pos, step.name,
+                "scatter is one name, not a list: PanDA's server reads it letter by letter and fails",
+                breaks=True,
+            )
         method = step.scatter_method or "dotproduct"
         if method != "dotproduct":
             self.deviate(
@@ -354,6 +360,14 @@ class Resolver:
         for output in body.outputs.values():
             for source in output.sources:
                 tails += produced.get(source.split("/")[0], [])
+                inner = body.step(source.split("/")[0])
+                if inner is not None and inner.type == "workflow":
+                    self.deviate(
+                        3, output.pos, step.name,
+                        f"the output of '{step.name}' comes from the sub-workflow '{inner.name}' inside it:"
+                        " PanDA's server fails on it",
+                        breaks=True,
+                    )
         if not body.outputs:
             tails = members
         tails = _unique(tails)
@@ -373,6 +387,12 @@ class Resolver:
             try:
                 cond = parse_condition(step.when)
                 suppressed = suppressed_inputs(cond)
+                if len(references(cond)) >= 3:
+                    self.deviate(
+                        15, step.when_pos or step.pos, step.name,
+                        "a condition of three or more terms: PanDA's server fails to convert it",
+                        breaks=True,
+                    )
             except ConditionError:
                 cond = None  # reported by the rules
         task = Task(
@@ -597,6 +617,13 @@ class Resolver:
     def raw_deviations(self, step: Step, fields: dict[str, str], has_secondaries: bool, ctx: _Context) -> None:
         """Fixes 1 and 2, found in opt_exec and opt_args as written."""
         own = {*ctx.loop_vars, *ctx.workflow_vars} if ctx.in_sub else set()
+        for token in dict.fromkeys(m.group(0) for m in _DS_PLACEHOLDER.finditer(fields.get("opt_args", ""))):
+            self.deviate(
+                14, self._pos(step, "opt_args", token), step.name,
+                f"{token} in opt_args: cwlbridge fills it in; PanDA's server splits opt_args into prun's"
+                " words first, and the task gets the placeholder as written",
+                breaks=True,
+            )
         for key, text in fields.items():
             if has_secondaries and "%{SECDS*}" in text:
                 self.deviate(

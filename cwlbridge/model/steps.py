@@ -153,6 +153,7 @@ class Step:
     scatter: list[str] = field(default_factory=list)
     scatter_method: str | None = None
     scatter_pos: SourcePos | None = None
+    scatter_is_name: bool = False  # `scatter: x` rather than `scatter: [x]` (PanDA fails on it)
     when: str | None = None
     when_pos: SourcePos | None = None
     loop: bool = False

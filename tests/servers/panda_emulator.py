@@ -7,7 +7,9 @@ Protocol, as ``pandaserver/server/panda.py`` and ``api/v1/common.py::request_val
 (see shared/reference/panda.md §1, §2):
 
 * Routing: ``/api/v1/<module>/<function>`` to the public handlers below (``TaskApi`` …);
-  ``/cache/<name>`` serves uploaded files; anything else is HTTP 403.
+  ``/cache/<name>`` serves uploaded files; the legacy ``/server/panda/put_workflow_request``
+  and ``execute_idds_workflow_command`` go to ``panda_workflows`` (panda-server's converter,
+  and iDDS); anything else is HTTP 403.
 * Each handler has the server function's signature.  A wrong HTTP method gets HTTP 200 with
   ``success: false`` ("expecting POST, received GET"); GET values are cast from the type hints
   as the server casts them (``"None"`` to None where the default is None, bools true for
@@ -214,6 +216,7 @@ class PandaEmulator:
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
         first_task_id: int = 4000,
         jobs: Any = None,
+        convert: Callable[..., dict[str, Any]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.cache_dir = self.root / "cache"
@@ -236,6 +239,10 @@ class PandaEmulator:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.jobs = jobs  # a panda_jobs.JobRunner: tasks' jobs run for real
+        from tests.servers.panda_workflows import WorkflowService
+
+        # put_workflow_request and iDDS; ``convert`` stands in for panda-server's converter
+        self.workflows = WorkflowService(self, convert)
         self._working: dict[int, threading.Thread] = {}
         self.endpoints: dict[str, _Endpoint] = {
             "task/submit": _Endpoint(self.submit, "POST"),
@@ -315,6 +322,7 @@ class PandaEmulator:
             with self.lock:
                 for task in list(self.tasks.values()):
                     self._advance(task)
+                self.workflows.advance_all()
 
     def _set(self, task: EmulatedTask, status: str) -> None:
         task.status = status
@@ -689,6 +697,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self._reply(200, target.read_bytes(), "application/octet-stream")
             else:
                 self._reply(404, b"not found")
+            return
+        legacy = re.fullmatch(r"/server/panda/(put_workflow_request|execute_idds_workflow_command)", parts.path)
+        if legacy is not None and method == "POST":
+            reply = emulator.workflows.handle(legacy.group(1), raw, self.headers.get("Content-Type", ""), caller)
+            self._reply(200, json.dumps(reply).encode())
             return
         match = re.fullmatch(r"/api/(?:v1|latest)/(\w+/\w+)", parts.path)
         if match is None or match.group(1) not in emulator.endpoints:

@@ -125,6 +125,7 @@ class JobRunner:
         self.parallel = parallel
         self.timeout = timeout
         self.fail_job = fail_job
+        self.hold = False  # while true, no task starts its jobs
         self.done: dict[int, set[int]] = {}  # task id -> serials that succeeded
         self.errors: dict[int, list[str]] = {}  # task id -> why jobs failed
         self.runs: list[tuple[int, int]] = []  # (task id, serial) of every job run
@@ -195,6 +196,8 @@ class JobRunner:
 
     def run(self, task: EmulatedTask, emulator: PandaEmulator) -> tuple[str, int, int, int]:
         """Run the task's jobs (those not done before); ``(final status, files, done, failed)``."""
+        while self.hold and not emulator.stopping():  # a test holds the jobs back (to kill running tasks)
+            time.sleep(0.02)
         if task.params.get("noWaitParent") and task.parent_id is not None:
             while True:
                 with emulator.lock:

@@ -138,14 +138,14 @@ def _venv_is_complete(venv: Path) -> bool:
     return (venv / INSTALLED_MARKER).is_file() and (venv / "bin" / "gunicorn").is_file()
 
 
-def _pypi_reachable(timeout: float = 10) -> str | None:
-    """None when the package index pip will use answers, otherwise the reason it does not."""
+def index_unreachable(package: str = "rucio", what: str = "the server", timeout: float = 10) -> str | None:
+    """None when the package index pip will use answers for ``package``, otherwise why not."""
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/")
     try:
-        with urllib.request.urlopen(f"{index}/rucio/", timeout=timeout) as reply:
+        with urllib.request.urlopen(f"{index}/{package}/", timeout=timeout) as reply:
             reply.read(1)
     except (urllib.error.URLError, OSError) as exc:
-        return f"the package index {index} is unreachable ({exc}), so the server cannot be installed"
+        return f"the package index {index} is unreachable ({exc}), so {what} cannot be installed"
     return None
 
 
@@ -161,7 +161,7 @@ def ensure_server_venv(venv: Path = SERVER_VENV) -> InstallReport:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _venv_is_complete(venv):
             return InstallReport(_venv_python(venv), installed=False, seconds=0.0)
-        reason = _pypi_reachable()
+        reason = index_unreachable()
         if reason:
             raise ServerUnavailable(reason)
         started = time.monotonic()
