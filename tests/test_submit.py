@@ -113,6 +113,27 @@ def test_check_mode_prints_the_servers_conversion_log_and_creates_nothing(grid: 
     assert _workflow_requests(grid) == 1 and grid.panda.tasks == {}
 
 
+def test_a_merge_downstream_of_a_scatter_is_warned_about_with_its_line(grid: Grid) -> None:
+    shutil.copytree(WORKFLOWS / "scatter-merge", grid.cwd / "scatter-merge")
+    done = _submit(grid, "scatter-merge/chain.cwl", "scatter-merge/inputs.yaml", "--outds", "user.jdoe.merged",
+                   "--check")
+    assert done.returncode == 0, done.stdout + done.stderr  # a warning, not a refusal
+    assert "scatter-merge/chain.cwl:26:17: warning:" in done.stderr and "(README fix 3)" in done.stderr
+    assert _workflow_requests(grid) == 1
+
+
+def test_a_chain_the_server_rejects_exits_non_zero_with_its_message(grid: Grid) -> None:
+    shutil.copytree(Path(__file__).parent / "oracle" / "when-nested", grid.cwd / "when-nested")
+    args = ("when-nested/chain.cwl", "when-nested/inputs.yaml", "--outds", "user.jdoe.nested")
+    refused = _submit(grid, *args)
+    assert refused.returncode == 1 and "(README fix 15)" in refused.stderr and _workflow_requests(grid) == 0
+    # Sent anyway, PanDA's converter fails on it: the server's answer is the exit code.
+    done = _submit(grid, *args, "--allow-pchain-defects")
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert _workflow_requests(grid) == 1 and grid.panda.tasks == {}
+    assert "KeyError" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
 def test_the_workflow_tarball_holds_exactly_the_chain_files(grid: Grid) -> None:
     recast = grid.cwd / "recast"
     shutil.copytree(WORKFLOWS / "recast", recast)
