@@ -8,11 +8,11 @@ tasks are compared id by id on the fields below.  Every difference must be liste
 explains it; a difference missing from the table fails, and so does an entry that no longer
 differs, so the table stays a true account of where cwlbridge departs from PanDA.
 
-The plan JSON has no ``noWaitParent`` or ``runOnInstant``; for prun, junction and reana tasks
-they are read from the map cwlbridge submits (``cwlbridge.panda.taskparams.task_parameters``
-on the planned task).  cwlbridge makes no map of its own for phpo and gitlab steps (``run``
-refuses them, ``submit`` hands the chain to PanDA's converter), so for those two types the
-two fields are not compared.
+The plan JSON has no ``noWaitParent``, ``runOnInstant`` or ``useLocalIO`` (files staged to the
+worker rather than read directly); for prun, junction and reana tasks they are read from the map
+cwlbridge submits (``cwlbridge.panda.taskparams.task_parameters`` on the planned task).
+cwlbridge makes no map of its own for phpo and gitlab steps (``run`` refuses them, ``submit``
+hands the chain to PanDA's converter), so for those two types the three fields are not compared.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ OUTDS = "user.jdoe.oracle"
 NICKNAME = "jdoe"
 FIELDS = (
     "name", "type", "in_ds", "secondary_ds", "output_datasets", "exec", "args", "parents",
-    "condition", "no_wait_parent", "run_on_instant", "use_secrets", "in_loop", "dropped_prun_options",
+    "condition", "no_wait_parent", "run_on_instant", "use_local_io", "use_secrets", "in_loop",
+    "dropped_prun_options",
 )  # fmt: skip
+MAP_ONLY = ("no_wait_parent", "run_on_instant", "use_local_io")  # read from the submitted map
 
 
 def _chain_dirs() -> dict[str, Path]:
@@ -170,6 +172,7 @@ def panda_side(chain: str) -> Side:
         row = _comparable(task)
         row["no_wait_parent"] = task["no_wait_parent"]
         row["run_on_instant"] = task["run_on_instant"]
+        row["use_local_io"] = bool(task["task_params"].get("useLocalIO"))
         row["dropped_prun_options"] = task["dropped_prun_options"]
         tasks[task["id"]] = row
     errors = [line for line in result["log"].splitlines() if line.startswith("ERROR")]
@@ -190,7 +193,8 @@ def _submitted_map(task: dict[str, Any]) -> dict[str, Any]:
             source_url="https://pandacache.example.org",
         )  # fmt: skip
     except TaskParamsError as exc:
-        return {"noWaitParent": f"prun refused: {exc}", "runOnInstant": f"prun refused: {exc}"}
+        refused = f"prun refused: {exc}"
+        return {"noWaitParent": refused, "runOnInstant": refused, "useLocalIO": refused}
 
 
 @functools.cache
@@ -210,8 +214,10 @@ def our_side(chain: str) -> Side:
             params = _submitted_map(task)
             row["no_wait_parent"] = params.get("noWaitParent", False)
             row["run_on_instant"] = params.get("runOnInstant", False)
+            row["use_local_io"] = bool(params.get("useLocalIO"))
         else:
-            row["no_wait_parent"] = row["run_on_instant"] = None  # not compared (module docstring)
+            for field in MAP_ONLY:
+                row[field] = None  # not compared (module docstring)
         # cwlbridge never emits an option prun no longer knows (fix 8).
         row["dropped_prun_options"] = []
         tasks[task["id"]] = row
@@ -260,7 +266,7 @@ def differences(chain: str) -> list[Difference]:
             pairs = [
                 (f, mine[f], theirs[f])
                 for f in FIELDS
-                if mine[f] != theirs[f] and not (mine[f] is None and f in ("no_wait_parent", "run_on_instant"))
+                if mine[f] != theirs[f] and not (mine[f] is None and f in MAP_ONLY)
             ]
         for field, a, b in pairs:
             key = (chain, _step_of(name), field)

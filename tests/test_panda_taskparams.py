@@ -130,6 +130,17 @@ def test_what_pchain_adds() -> None:
     assert fit["useSecrets"] is True and skim["sourceURL"] == CACHE
 
 
+def test_a_junction_reads_staged_files_as_on_panda() -> None:
+    chain = REPO / "workflows" / "loop" / "chain.cwl"
+    analysis = analyse(str(chain), str(chain.parent / "inputs.yaml"), "user.jdoe.loop")
+    assert analysis.plan is not None and analysis.workflow is not None
+    tails = tail_paths(analysis.workflow)
+    maps = {t.type: task_parameters(t, tails, nickname="jdoe", sandbox=SANDBOX, source_url=CACHE)
+            for t in analysis.plan.tasks}
+    assert maps["junction"]["useLocalIO"] == 1 and maps["junction"]["runOnInstant"] is True
+    assert "useLocalIO" not in maps["prun"]  # prun steps keep the site's choice, as on PanDA
+
+
 def test_prun_refusal_is_an_error_with_prun_message() -> None:
     with pytest.raises(TaskParamsError) as info:
         prun_map(["--exec", "x", "--outDS", "user.jdoe.t", "--nFilesPerJob", "2", "--nGBPerJob", "1", "--noBuild"],

@@ -6,7 +6,9 @@ again here.  ``PrunScript.main(get_taskparams=True, dry_mode=True)`` returns the
 submit for a command line, which is what pchain and PanDA's converter run as well.  The command
 line is the one PanDA's converter builds for a step (``pchain.md`` §7): the step's ``opt_args``,
 ``--exec``, ``--outDS <task name>``, ``--inDS <resolved> --notExpandInDS`` (``--notExpandSecDSs``
-with secondaries) except for reana steps, and ``--containerImage`` or ``--noBuild`` (pchain's
+with secondaries) except for reana steps, ``--forceStaged`` for a junction with inputs (its
+script reads local files; PanDA's ``--forceStagedSecondary`` beside it is gone from prun, README
+fix 8), and ``--containerImage`` or ``--noBuild`` (pchain's
 tasks never have a build step: they run the uploaded sandbox).  Then what pchain and PanDA add:
 
 - ``taskName`` without prun's trailing ``/`` (as the converter names tasks);
@@ -62,6 +64,8 @@ def prun_command_line(task: Task) -> list[str]:
     words += ["--exec", task.exec or "", "--outDS", task.name]
     if task.type != "reana" and task.in_ds:
         words += ["--inDS", ",".join(task.in_ds), "--notExpandInDS"]
+        if task.type == "junction":
+            words.append("--forceStaged")  # PanDA stages a junction's inputs to the worker
     if task.secondary_ds:
         words.append("--notExpandSecDSs")
     if task.container:
