@@ -13,7 +13,6 @@ from cwlbridge.backends.panda import PandaBackend
 from cwlbridge.model.plan import Plan
 from cwlbridge.model.rules import analyse
 from cwlbridge.panda.client import PandaClient
-from cwlbridge.panda.taskparams import tail_paths
 from tests.servers.panda_emulator import EmulatedTask, PandaEmulator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,23 +26,23 @@ def panda(tmp_path: Path) -> Iterator[PandaEmulator]:
 
 
 @pytest.fixture
-def plan() -> tuple[Plan, set[str]]:
+def plan() -> Plan:
     chain = REPO / "workflows" / "recast" / "chain.cwl"
     analysis = analyse(str(chain), str(chain.parent / "inputs.yaml"), "user.jdoe.recast")
-    assert analysis.plan is not None and analysis.workflow is not None
-    return analysis.plan, tail_paths(analysis.workflow)
+    assert analysis.plan is not None
+    return analysis.plan
 
 
-def backend_for(panda: PandaEmulator, plan: tuple[Plan, set[str]], token: str, **kwargs: object) -> PandaBackend:
+def backend_for(panda: PandaEmulator, plan: Plan, token: str, **kwargs: object) -> PandaBackend:
     client = PandaClient.from_env(panda.environ(token), backoff_initial=0.01, backoff_max=0.02)
     return PandaBackend(
-        client, plan[0], nickname="jdoe", tails=plan[1], sandbox=SANDBOX, source_url=panda.url,
+        client, plan, nickname="jdoe", platform="centos7", sandbox=SANDBOX, source_url=panda.url,
         since=dt.datetime.now(dt.timezone.utc), poll_interval=0.0, say=lambda _: None, **kwargs,  # type: ignore[arg-type]
     )
 
 
-def spec(plan: tuple[Plan, set[str]], index: int, tmp_path: Path, attempt: int = 1) -> TaskSpec:
-    task = plan[0].tasks[index]
+def spec(plan: Plan, index: int, tmp_path: Path, attempt: int = 1) -> TaskSpec:
+    task = plan.tasks[index]
     return TaskSpec(
         task=task, run_id="run1", attempt=attempt, key=f"run1/{task.name}/{attempt}", workdir=tmp_path / task.name,
         sandbox=REPO / "workflows" / "recast", number=index + 1,
@@ -60,7 +59,7 @@ def poll_until(backend: PandaBackend, handle: str, phases: tuple[str, ...]) -> s
 
 
 def test_a_task_is_submitted_as_prun_builds_it_and_followed(
-    panda: PandaEmulator, plan: tuple[Plan, set[str]], tmp_path: Path
+    panda: PandaEmulator, plan: Plan, tmp_path: Path
 ) -> None:
     backend = backend_for(panda, plan, panda.add_user("jdoe"))
     handle = backend.submit(spec(plan, 0, tmp_path))
@@ -73,7 +72,7 @@ def test_a_task_is_submitted_as_prun_builds_it_and_followed(
 
 
 def test_a_resubmission_adopts_the_task_and_never_reexecutes_it(
-    panda: PandaEmulator, plan: tuple[Plan, set[str]], tmp_path: Path
+    panda: PandaEmulator, plan: Plan, tmp_path: Path
 ) -> None:
     token = panda.add_user("jdoe")
     first = backend_for(panda, plan, token).submit(spec(plan, 0, tmp_path))
@@ -87,7 +86,7 @@ def test_a_resubmission_adopts_the_task_and_never_reexecutes_it(
     assert len(submits) == 1
 
 
-def test_a_lost_reply_is_found_by_name(panda: PandaEmulator, plan: tuple[Plan, set[str]], tmp_path: Path) -> None:
+def test_a_lost_reply_is_found_by_name(panda: PandaEmulator, plan: Plan, tmp_path: Path) -> None:
     backend = backend_for(panda, plan, panda.add_user("jdoe"))
     panda.fault_rate, panda.fault_kinds = 1.0, ("reply_lost",)
     original = panda.fault
@@ -101,7 +100,7 @@ def test_a_lost_reply_is_found_by_name(panda: PandaEmulator, plan: tuple[Plan, s
 
 
 def test_a_second_attempt_retries_the_same_task(
-    panda: PandaEmulator, plan: tuple[Plan, set[str]], tmp_path: Path
+    panda: PandaEmulator, plan: Plan, tmp_path: Path
 ) -> None:
     outcomes = iter([("failed", 4, 1, 3), ("done", 4, 4, 0)])
     panda.outcome = lambda task: next(outcomes)
@@ -116,7 +115,7 @@ def test_a_second_attempt_retries_the_same_task(
 
 
 def test_one_request_per_poll_and_details_only_for_changes(
-    panda: PandaEmulator, plan: tuple[Plan, set[str]], tmp_path: Path
+    panda: PandaEmulator, plan: Plan, tmp_path: Path
 ) -> None:
     panda.tick_s = 3600  # JEDI holds still
     backend = backend_for(panda, plan, panda.add_user("jdoe"))
@@ -132,7 +131,7 @@ def test_one_request_per_poll_and_details_only_for_changes(
 
 
 def test_exhausted_is_not_final_and_kill_cancels(
-    panda: PandaEmulator, plan: tuple[Plan, set[str]], tmp_path: Path
+    panda: PandaEmulator, plan: Plan, tmp_path: Path
 ) -> None:
     backend = backend_for(panda, plan, panda.add_user("jdoe"))
     handle = backend.submit(spec(plan, 0, tmp_path))
@@ -146,7 +145,7 @@ def test_exhausted_is_not_final_and_kill_cancels(
     backend.cancel(handle)  # already ended: nothing to do, no error
 
 
-def test_the_poll_interval_grows_while_nothing_changes(panda: PandaEmulator, plan: tuple[Plan, set[str]]) -> None:
+def test_the_poll_interval_grows_while_nothing_changes(panda: PandaEmulator, plan: Plan) -> None:
     now = [1000.0]
     slept: list[float] = []
     backend = backend_for(panda, plan, panda.add_user("jdoe"), clock=lambda: now[0], sleep=slept.append)

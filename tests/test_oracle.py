@@ -8,11 +8,13 @@ tasks are compared id by id on the fields below.  Every difference must be liste
 explains it; a difference missing from the table fails, and so does an entry that no longer
 differs, so the table stays a true account of where cwlbridge departs from PanDA.
 
-The plan JSON has no ``noWaitParent``, ``runOnInstant`` or ``useLocalIO`` (files staged to the
-worker rather than read directly); for prun, junction and reana tasks they are read from the map
-cwlbridge submits (``cwlbridge.panda.taskparams.task_parameters`` on the planned task).
-cwlbridge makes no map of its own for phpo and gitlab steps (``run`` refuses them, ``submit``
-hands the chain to PanDA's converter), so for those two types the three fields are not compared.
+For a task whose plan agrees on every field, the task-parameter maps are compared too, key by
+key: the one cwlbridge submits (``cwlbridge.panda.taskparams.task_parameters``, what ``run
+--backend panda`` sends) and the one PanDA's converter makes for iDDS, both with the sandbox name
+and prun's random uuids made equal.  A task whose plan already differs (an EXPECTED entry) has a
+different map as a consequence, so its map is not compared.  cwlbridge makes no map of its own
+for phpo and gitlab steps (``run`` refuses them, ``submit`` hands the chain to PanDA's
+converter), so theirs are not compared.
 """
 
 from __future__ import annotations
@@ -32,14 +34,19 @@ import pytest
 from tests.servers.panda_converter import RUNNER, ConverterUnavailable, convert, ensure_converter
 
 REPO = Path(__file__).resolve().parents[1]
+PRUN_BUILT = ("prun", "junction", "reana")  # the step types cwlbridge makes maps for
 OUTDS = "user.jdoe.oracle"
 NICKNAME = "jdoe"
 FIELDS = (
     "name", "type", "in_ds", "secondary_ds", "output_datasets", "exec", "args", "parents",
-    "condition", "no_wait_parent", "run_on_instant", "use_local_io", "use_secrets", "in_loop",
-    "dropped_prun_options",
+    "condition", "use_secrets", "in_loop", "dropped_prun_options",
 )  # fmt: skip
-MAP_ONLY = ("no_wait_parent", "run_on_instant", "use_local_io")  # read from the submitted map
+#: Map keys not compared, and why.
+MAP_IGNORED = {
+    "sourceURL": "where each side's sandbox was put (the test's cache, the templates' pandacache)",
+    "userName": "PanDA's server writes it from the certificate, for pchain's tasks and ours alike",
+}
+SANDBOX = "sources.oracle.tar.gz"
 
 
 def _chain_dirs() -> dict[str, Path]:
@@ -73,10 +80,8 @@ EXPECTED: list[tuple[str, str, str, int, str]] = [
     ("scatter-merge", "merge", "parents", 3, "waits for the declared outputs, not every leaf of the body"),
     ("nested", "report", "in_ds", 3, "outer's outputSource (audit) only, not every leaf under it"),
     ("nested", "report", "parents", 3, "one parent (audit) instead of every leaf of outer and inner"),
-    ("nested", "report", "no_wait_parent", 3, "a single parent once only the declared output is wired"),
     ("loop-after", "after", "in_ds", 3, "the loop body's outputSource (fit) only, not the junction's results too"),
     ("loop-after", "after", "parents", 3, "waits for fit only, not also for the junction"),
-    ("loop-after", "after", "no_wait_parent", 3, "a single parent once only the declared output is wired"),
     # 4: scatter methods and scattered prun steps
     ("scatter-prun", "merge", "in_ds", 4, "every element's dataset; PanDA's resolver passes on the first one only"),
     ("scatter-cross", "scan", "in_ds", 4, "flat_crossproduct runs every combination; PanDA zips the lists"),
@@ -170,31 +175,56 @@ def panda_side(chain: str) -> Side:
     tasks = {}
     for task in result["tasks"]:
         row = _comparable(task)
-        row["no_wait_parent"] = task["no_wait_parent"]
-        row["run_on_instant"] = task["run_on_instant"]
-        row["use_local_io"] = bool(task["task_params"].get("useLocalIO"))
         row["dropped_prun_options"] = task["dropped_prun_options"]
+        if task["type"] in PRUN_BUILT:
+            row["map"] = _normal_map(task["task_params"], task["dropped_prun_options"])
         tasks[task["id"]] = row
     errors = [line for line in result["log"].splitlines() if line.startswith("ERROR")]
     return Side(result["ok"], "\n".join(errors)[-600:], tasks)
 
 
-def _submitted_map(task: dict[str, Any]) -> dict[str, Any]:
-    """The map cwlbridge would submit for a planned prun, junction or reana task."""
+def _normal_map(params: dict[str, Any], dropped: list[str]) -> dict[str, Any]:
+    """``params`` without MAP_IGNORED, the sandbox and prun's uuids made equal; ``dropped``: the
+    options workaround 2 took out of prun's words, taken out of PanDA's ``cliParams`` too."""
+    normal = {k: v for k, v in params.items() if k not in MAP_IGNORED}
+    items = []
+    for item in normal.get("jobParameters") or []:
+        item = dict(item)
+        if item.get("type") == "constant" and str(item.get("value", "")).startswith("-a "):
+            item["value"] = "-a <sandbox>"
+        if "consolidate" in item:
+            item["consolidate"] = "<uuid>"
+        items.append(item)
+    normal["jobParameters"] = items
+    if dropped and isinstance(normal.get("cliParams"), str):
+        normal["cliParams"] = shlex.join(w for w in shlex.split(normal["cliParams"]) if w not in dropped)
+    return normal
+
+
+def _submitted_maps(tasks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The maps cwlbridge would submit for the planned prun, junction and reana tasks, by id."""
     from cwlbridge.model.plan import Parent, Task
-    from cwlbridge.panda.taskparams import TaskParamsError, task_parameters
+    from cwlbridge.panda.taskparams import TaskParamsError, emailed_paths, task_parameters
 
     known = {f.name for f in dataclasses.fields(Task)}
-    values = {k: v for k, v in task.items() if k in known}
-    values["parents"] = [Parent(p["task"], p["link"]) for p in task["parents"]]
-    try:
-        return task_parameters(
-            Task(**values), set(), nickname=NICKNAME, sandbox="sources.oracle.tar.gz",
-            source_url="https://pandacache.example.org",
-        )  # fmt: skip
-    except TaskParamsError as exc:
-        refused = f"prun refused: {exc}"
-        return {"noWaitParent": refused, "runOnInstant": refused, "useLocalIO": refused}
+    planned = []
+    for task in tasks:
+        values = {k: v for k, v in task.items() if k in known}
+        values["parents"] = [Parent(p["task"], p["link"]) for p in task["parents"]]
+        planned.append(Task(**values))
+    emailed = emailed_paths(planned)
+    maps = {}
+    for task in planned:
+        if task.type not in PRUN_BUILT:
+            continue
+        try:
+            params = task_parameters(
+                task, emailed, nickname=NICKNAME, sandbox=SANDBOX, source_url="https://pandacache.example.org"
+            )
+        except TaskParamsError as exc:
+            params = {"taskName": f"prun refused: {exc}"}
+        maps[task.id] = _normal_map(params, [])
+    return maps
 
 
 @functools.cache
@@ -208,18 +238,14 @@ def our_side(chain: str) -> Side:
     if proc.returncode != 0:
         return Side(False, (proc.stderr or proc.stdout).strip()[-600:], {})
     tasks = {}
-    for task in json.loads(proc.stdout)["tasks"]:
+    planned = json.loads(proc.stdout)["tasks"]
+    maps = _submitted_maps(planned)
+    for task in planned:
         row = _comparable(task)
-        if task["type"] in ("prun", "junction", "reana"):
-            params = _submitted_map(task)
-            row["no_wait_parent"] = params.get("noWaitParent", False)
-            row["run_on_instant"] = params.get("runOnInstant", False)
-            row["use_local_io"] = bool(params.get("useLocalIO"))
-        else:
-            for field in MAP_ONLY:
-                row[field] = None  # not compared (module docstring)
         # cwlbridge never emits an option prun no longer knows (fix 8).
         row["dropped_prun_options"] = []
+        if task["id"] in maps:
+            row["map"] = maps[task["id"]]
         tasks[task["id"]] = row
     return Side(True, "", tasks)
 
@@ -242,7 +268,7 @@ class Difference:
     def describe(self) -> str:
         where = f"{self.chain} / {self.step} / {self.field}"
         count = f" ({len(self.tasks)} tasks: {', '.join(self.tasks[:3])}{' …' if len(self.tasks) > 3 else ''})"
-        return f"{where}{count}\n      ours:  {self.ours!r}\n      PanDA: {self.panda!r}"
+        return f"{where}{count}\n      ours:  {self.ours!r:.800}\n      PanDA: {self.panda!r:.800}"
 
 
 def differences(chain: str) -> list[Difference]:
@@ -263,11 +289,14 @@ def differences(chain: str) -> list[Difference]:
             pairs = [("task", mine and mine["name"], theirs and theirs["name"])]
         else:
             name = theirs["name"]
-            pairs = [
-                (f, mine[f], theirs[f])
-                for f in FIELDS
-                if mine[f] != theirs[f] and not (mine[f] is None and f in MAP_ONLY)
-            ]
+            pairs = [(f, mine[f], theirs[f]) for f in FIELDS if mine[f] != theirs[f]]
+            if all(f == "dropped_prun_options" for f, _, _ in pairs) and "map" in mine and "map" in theirs:
+                ours_map, their_map = mine["map"], theirs["map"]
+                pairs += [
+                    (f"map:{key}", ours_map.get(key), their_map.get(key))
+                    for key in sorted(set(ours_map) | set(their_map))
+                    if ours_map.get(key) != their_map.get(key)
+                ]
         for field, a, b in pairs:
             key = (chain, _step_of(name), field)
             if key in found:

@@ -22,9 +22,9 @@ from cwlbridge.model.rules import analyse
 from cwlbridge.panda.taskparams import (
     TaskParamsError,
     differing_keys,
+    emailed_paths,
     prun_command_line,
     prun_map,
-    tail_paths,
     task_parameters,
 )
 
@@ -36,7 +36,8 @@ SANDBOX = "sources.0123abcd.tar.gz"
 #: Keys allowed to differ from prun's dump, and why.
 ALLOWED = {
     "taskName": "PanDA's converter names tasks without prun's trailing '/'",
-    "cliParams": "prun records its own argv; ours is made in-process",
+    "cliParams": "prun records its own argv; ours is PanDA's command line for the step (without --noBuild)",
+    "architecture": "PanDA's server gives a task without a container the base platform (@centos7 here)",
     "parentTaskName": "pchain/PanDA add it for a task with one parent",
     "noWaitParent": "pchain/PanDA add it for a task with one parent",
     "noEmail": "pchain/PanDA add it for a task that is not a tail",
@@ -83,12 +84,12 @@ def _examples() -> list[tuple[str, Path, Path | None]]:
 @pytest.mark.parametrize(("name", "chain", "inputs"), _examples(), ids=[e[0] for e in _examples()])
 def test_our_maps_are_prun_own(name: str, chain: Path, inputs: Path | None, tmp_path: Path) -> None:
     analysis = analyse(str(chain), str(inputs) if inputs else None, f"user.{NICK}.{name}")
-    assert analysis.plan is not None and analysis.workflow is not None and not analysis.findings.errors
-    tails = tail_paths(analysis.workflow)
+    assert analysis.plan is not None and not analysis.findings.errors
+    emailed = emailed_paths(analysis.plan.tasks)
     tasks = [t for t in analysis.plan.tasks if t.type in ("prun", "junction", "reana")]
     if not tasks:
         pytest.skip(f"{name} has no prun, junction or reana step (its steps: gitlab/phpo builders)")
-    ours = [task_parameters(t, tails, nickname=NICK, sandbox=SANDBOX, source_url=CACHE) for t in tasks]
+    ours = [task_parameters(t, emailed, nickname=NICK, sandbox=SANDBOX, source_url=CACHE) for t in tasks]
     work = tmp_path / "work"
     shutil.copytree(chain.parent, work)
     (tmp_path / "lines.json").write_text(json.dumps([prun_command_line(t) for t in tasks]))
@@ -117,10 +118,10 @@ def test_our_maps_are_prun_own(name: str, chain: Path, inputs: Path | None, tmp_
 def test_what_pchain_adds() -> None:
     chain = REPO / "workflows" / "recast" / "chain.cwl"
     analysis = analyse(str(chain), str(chain.parent / "inputs.yaml"), "user.jdoe.recast")
-    assert analysis.plan is not None and analysis.workflow is not None
-    tails = tail_paths(analysis.workflow)
+    assert analysis.plan is not None
+    emailed = emailed_paths(analysis.plan.tasks)
     derive, skim, fit = (
-        task_parameters(t, tails, nickname="jdoe", sandbox=SANDBOX, source_url=CACHE) for t in analysis.plan.tasks
+        task_parameters(t, emailed, nickname="jdoe", sandbox=SANDBOX, source_url=CACHE) for t in analysis.plan.tasks
     )
     assert "parentTaskName" not in derive and derive["noEmail"] is True
     assert skim["parentTaskName"] == "user.jdoe.recast_000_derive" and skim["noWaitParent"] is True
@@ -130,12 +131,38 @@ def test_what_pchain_adds() -> None:
     assert fit["useSecrets"] is True and skim["sourceURL"] == CACHE
 
 
+def test_panda_mails_only_about_tasks_nothing_waits_for() -> None:
+    chain = REPO / "workflows" / "scatter-merge" / "chain.cwl"
+    analysis = analyse(str(chain), str(chain.parent / "inputs.yaml"), "user.jdoe.sm")
+    assert analysis.plan is not None
+    # The merge waits for the scatter, so every task of every element is quiet (as on PanDA),
+    # the body's cutflow too, though the merge reads only the declared output (select).
+    assert emailed_paths(analysis.plan.tasks) == {"merge"}
+    nested = REPO / "tests" / "oracle" / "nested" / "chain.cwl"
+    analysis = analyse(str(nested), str(nested.parent / "inputs.yaml"), "user.jdoe.nested")
+    assert analysis.plan is not None
+    assert emailed_paths(analysis.plan.tasks) == {"report"}  # analysis/inner/plot is under a waited-for step
+
+
+def test_command_line_and_platform_as_pandas_converter_sets_them() -> None:
+    chain = REPO / "workflows" / "simple" / "chain.cwl"
+    analysis = analyse(str(chain), str(chain.parent / "inputs.yaml"), "user.jdoe.simple")
+    assert analysis.plan is not None
+    skim, _, fit = analysis.plan.tasks
+    mine = task_parameters(skim, set(), nickname="jdoe", sandbox=SANDBOX, source_url=CACHE, platform="el9")
+    assert mine["architecture"] == "@el9"  # no container: the job runs on the base platform
+    assert mine["cliParams"].startswith("prun --outputs ") and "--noBuild" not in mine["cliParams"]
+    assert mine["cliParams"].endswith(f"--notExpandInDS --notExpandSecDSs --exec 'skim.sh %IN' --outDS {skim.name}")
+    boxed = task_parameters(fit, set(), nickname="jdoe", sandbox=SANDBOX, source_url=CACHE, platform="el9")
+    assert fit.container and "@" not in (boxed.get("architecture") or "")  # a container brings its own OS
+
+
 def test_a_junction_reads_staged_files_as_on_panda() -> None:
     chain = REPO / "workflows" / "loop" / "chain.cwl"
     analysis = analyse(str(chain), str(chain.parent / "inputs.yaml"), "user.jdoe.loop")
-    assert analysis.plan is not None and analysis.workflow is not None
-    tails = tail_paths(analysis.workflow)
-    maps = {t.type: task_parameters(t, tails, nickname="jdoe", sandbox=SANDBOX, source_url=CACHE)
+    assert analysis.plan is not None
+    emailed = emailed_paths(analysis.plan.tasks)
+    maps = {t.type: task_parameters(t, emailed, nickname="jdoe", sandbox=SANDBOX, source_url=CACHE)
             for t in analysis.plan.tasks}
     assert maps["junction"]["useLocalIO"] == 1 and maps["junction"]["runOnInstant"] is True
     assert "useLocalIO" not in maps["prun"]  # prun steps keep the site's choice, as on PanDA

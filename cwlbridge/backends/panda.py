@@ -28,7 +28,7 @@ from cwlbridge.backends.base import Backend, Phase, TaskSpec, TaskStatus
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Plan
 from cwlbridge.panda.client import PandaClient, PandaRejectedError, PandaUnavailableError, TaskRow
-from cwlbridge.panda.taskparams import task_parameters
+from cwlbridge.panda.taskparams import emailed_paths, task_parameters
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class _Known:
 class PandaBackend(Backend):
     """Submits tasks to PanDA through ``client`` and follows them.
 
-    ``tails`` are the tail step paths (``taskparams.tail_paths``); ``sandbox`` is the
+    ``platform`` is the base platform of container-less tasks; ``sandbox`` is the
     uploaded sandbox's name and ``source_url`` where PanDA fetches it; ``since`` is when the
     run began (tasks are looked up by name among those modified after it).
     """
@@ -84,7 +84,7 @@ class PandaBackend(Backend):
         plan: Plan | None,
         *,
         nickname: str,
-        tails: Collection[str],
+        platform: str,
         sandbox: str,
         source_url: str,
         since: dt.datetime,
@@ -97,7 +97,8 @@ class PandaBackend(Backend):
         self.client = client
         self.plan = plan
         self.nickname = nickname
-        self.tails = tails
+        self.platform = platform
+        self.emailed = emailed_paths(plan.tasks) if plan is not None else set()
         self.sandbox = sandbox
         self.source_url = source_url
         self.since = since
@@ -140,7 +141,8 @@ class PandaBackend(Backend):
                 log.info("%s is PanDA task %d (%s); not submitted again", task.name, found.task_id, found.status)
             return self._remember(str(found.task_id), task.name, task.output_datasets, found.status)
         params = task_parameters(
-            task, self.tails, nickname=self.nickname, sandbox=self.sandbox, source_url=self.source_url
+            task, self.emailed, nickname=self.nickname, sandbox=self.sandbox, source_url=self.source_url,
+            platform=self.platform,
         )
         for tries_left in range(SUBMIT_TRIES - 1, -1, -1):
             try:

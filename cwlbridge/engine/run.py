@@ -538,8 +538,6 @@ def _grid_preflight(chain: Path, analysis: Any, settings: Settings, base: Path, 
 
     from cwlbridge.data.datasets import open_store
     from cwlbridge.panda import grid
-    from cwlbridge.panda.taskparams import tail_paths
-
     plan = analysis.plan
     if settings.store is None and not os.environ.get("CWLBRIDGE_STORE"):
         store: Any = None
@@ -555,7 +553,7 @@ def _grid_preflight(chain: Path, analysis: Any, settings: Settings, base: Path, 
     since = dt.datetime.now(dt.timezone.utc)
     try:
         setup = grid.preflight(
-            plan, chain=chain, tails=tail_paths(analysis.workflow), store=store,
+            plan, chain=chain, store=store,
             reana_direct=settings.reana_here, environ=os.environ, includes=list(settings.sandbox_include),
         )
     finally:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from cwlbridge.model.plan import Plan, Task
 from cwlbridge.panda import sandbox as sandbox_mod
 from cwlbridge.panda.client import PandaClient
 from cwlbridge.panda.config import CredentialsError, PandaSettings, token_claims
-from cwlbridge.panda.taskparams import prun_command_line, prun_map
+from cwlbridge.panda.taskparams import DEFAULT_BASE_PLATFORM, base_platform, prun_command_line, prun_map
 
 #: Far enough back to see every task of the user (a name lookup before the first submission).
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
@@ -51,7 +51,7 @@ class GridSetup:
 
     settings: PandaSettings
     nickname: str
-    tails: Collection[str]
+    platform: str  # for container-less tasks (taskparams.base_platform)
     selection: sandbox_mod.SandboxSelection
 
 
@@ -141,7 +141,6 @@ def preflight(
     plan: Plan,
     *,
     chain: Path,
-    tails: Collection[str],
     store: Any,
     reana_direct: Callable[[Task], bool],
     environ: Mapping[str, str],
@@ -204,7 +203,7 @@ def preflight(
                 )
     finally:
         client.close()
-    return GridSetup(settings=settings, nickname=nickname, tails=tails, selection=selection)
+    return GridSetup(settings=settings, nickname=nickname, platform=base_platform(environ), selection=selection)
 
 
 def upload_sandbox(setup: GridSetup, directory: Path) -> tuple[str, str]:
@@ -218,7 +217,7 @@ def run_options(setup: GridSetup, sandbox: str, source_url: str, since: dt.datet
     """What a run on PanDA keeps in its state for ``resume``, ``retry`` and ``kill``."""
     return {
         "nickname": setup.nickname,
-        "tails": sorted(setup.tails),
+        "platform": setup.platform,
         "sandbox": sandbox,
         "source_url": source_url,
         "since": since.isoformat(),
@@ -245,7 +244,7 @@ def open_backend(
         client,
         plan,
         nickname=str(saved["nickname"]),
-        tails=set(saved.get("tails") or ()),
+        platform=str(saved.get("platform", DEFAULT_BASE_PLATFORM)),
         sandbox=str(saved.get("sandbox") or ""),
         source_url=str(saved.get("source_url") or ""),
         since=dt.datetime.fromisoformat(str(saved["since"])),

@@ -180,6 +180,8 @@ def request_params(
     workflow_name: str | None = None, environ: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``put_workflow_request`` fields pchain sends."""
+    from cwlbridge.panda.taskparams import base_platform
+
     env = os.environ if environ is None else environ
     params: dict[str, Any] = {
         "taskParams": task_params,
@@ -189,7 +191,7 @@ def request_params(
         "workflowInputFile": files.input_file,
         "language": "cwl",
         "outDS": outds,
-        "base_platform": env.get("ALRB_USER_PLATFORM", "centos7"),
+        "base_platform": base_platform(env),
     }
     if workflow_name:
         params["workflow_name"] = workflow_name
@@ -251,7 +253,6 @@ def run_submit(args: argparse.Namespace) -> int:
     from cwlbridge.model.command import chain_and_inputs, outds_from
     from cwlbridge.panda.client import PandaClient
     from cwlbridge.panda.grid import preflight, upload_sandbox
-    from cwlbridge.panda.taskparams import tail_paths
 
     chain_arg, inputs_arg = chain_and_inputs(args, inputs_required=True)
     outds = outds_from(args) or ""
@@ -264,7 +265,7 @@ def run_submit(args: argparse.Namespace) -> int:
     files = chain_files(analysis.workflow, chain, inputs, args.sandbox_include)
     environ = dict(os.environ)
     setup = preflight(
-        plan, chain=chain, tails=tail_paths(analysis.workflow), store=None, reana_direct=lambda _t: False,
+        plan, chain=chain, store=None, reana_direct=lambda _t: False,
         environ=environ, includes=list(args.sandbox_include), need_rucio=False, secrets=not args.check,
     )
     base = Path(args.base)

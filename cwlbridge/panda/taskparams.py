@@ -4,19 +4,23 @@ prun's rules (splitting, outputs and their LFN templates, ``%RNDM``, secondaries
 the log dataset, ``--useSecrets``…) live in panda-client's ``PrunScript``; they are not derived
 again here.  ``PrunScript.main(get_taskparams=True, dry_mode=True)`` returns the map prun would
 submit for a command line, which is what pchain and PanDA's converter run as well.  The command
-line is the one PanDA's converter builds for a step (``pchain.md`` §7): the step's ``opt_args``,
-``--exec``, ``--outDS <task name>``, ``--inDS <resolved> --notExpandInDS`` (``--notExpandSecDSs``
-with secondaries) except for reana steps, ``--forceStaged`` for a junction with inputs (its
-script reads local files; PanDA's ``--forceStagedSecondary`` beside it is gone from prun, README
-fix 8), and ``--containerImage`` or ``--noBuild`` (pchain's
-tasks never have a build step: they run the uploaded sandbox).  Then what pchain and PanDA add:
+line is the one PanDA's converter builds for a step (``pchain.md`` §7), in its order: the step's
+``opt_args``; ``--inDS <resolved> --notExpandInDS --notExpandSecDSs`` when it has inputs (not for
+reana steps), and ``--forceStaged`` for a junction (its script reads staged files; PanDA's
+``--forceStagedSecondary`` beside it is gone from prun, README fix 8); ``--exec``, ``--outDS
+<task name>``; ``--containerImage``, or ``--noBuild`` for prun's parse only (pchain's tasks never
+have a build step: they run the uploaded sandbox).  Then what pchain and PanDA add:
 
-- ``taskName`` without prun's trailing ``/`` (as the converter names tasks);
+- ``taskName`` without prun's trailing ``/`` and ``cliParams`` (the command line, as the
+  monitor shows it);
 - ``-a <sandbox>`` and ``sourceURL`` of the uploaded sandbox (dry mode leaves ``-a None``);
+- ``architecture`` ``…@<base platform>`` for a task without a container (pchain's
+  ``$ALRB_USER_PLATFORM``, default centos7: the worker runs the job in that OS);
 - ``parentTaskName`` + ``noWaitParent`` for a task with exactly one parent;
-- ``noEmail`` for a task that is not a tail: a step whose outputs are not outputs of the
-  workflow (or sub-workflow) it is in, as the converter decides it level by level;
+- ``noEmail`` for a task another task waits for (``emailed_paths``);
 - ``runOnInstant`` for junction and reana tasks.
+
+tests/test_oracle.py compares these maps with those PanDA's own converter makes.
 
 prun reads its environment when panda-client is first imported and when it runs; both happen
 inside ``_prun_environment``, which sets what prun needs to work offline (no DNS, no proxy
@@ -28,15 +32,15 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import shlex
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from cwlbridge.errors import CwlbridgeError
 from cwlbridge.model.plan import Task
-from cwlbridge.model.steps import Workflow
 
+#: pchain's base platform when ``$ALRB_USER_PLATFORM`` is not set.
+DEFAULT_BASE_PLATFORM = "centos7"
 #: Environment prun needs to make a map offline (see the module docstring).
 _OFFLINE = {"PANDA_BEHIND_REAL_LB": "1", "PANDA_AUTH": "x509_no_grid"}
 
@@ -58,19 +62,24 @@ def _prun_environment(nickname: str) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def prun_command_line(task: Task) -> list[str]:
-    """The prun arguments PanDA's converter builds for ``task`` (see the module docstring)."""
+def panda_command_line(task: Task) -> list[str]:
+    """The prun arguments PanDA's converter gives ``task``, in its order (its ``cliParams``)."""
     words = shlex.split(task.args or "")
-    words += ["--exec", task.exec or "", "--outDS", task.name]
-    if task.type != "reana" and task.in_ds:
-        words += ["--inDS", ",".join(task.in_ds), "--notExpandInDS"]
+    if task.in_ds and task.type != "reana":
+        words += ["--inDS", ",".join(task.in_ds), "--notExpandInDS", "--notExpandSecDSs"]
         if task.type == "junction":
             words.append("--forceStaged")  # PanDA stages a junction's inputs to the worker
-    if task.secondary_ds:
-        words.append("--notExpandSecDSs")
+    words += ["--exec", task.exec or "", "--outDS", task.name]
     if task.container:
         words += ["--containerImage", task.container]
-    elif "--noBuild" not in words:
+    return words
+
+
+def prun_command_line(task: Task) -> list[str]:
+    """The arguments prun makes ``task``'s map from: PanDA's, and ``--noBuild`` without a
+    container (PanDA's converter gets the same effect from a dummy container image)."""
+    words = panda_command_line(task)
+    if not task.container and "--noBuild" not in words:
         words.append("--noBuild")
     return words
 
@@ -92,21 +101,38 @@ def prun_map(words: list[str], *, nickname: str) -> dict[str, Any]:
     return made
 
 
-def tail_paths(workflow: Workflow, prefix: str = "") -> set[str]:
-    """Paths (``point/select``, scatter indices left out) of the steps that are tails."""
-    sources = {source.split("/")[0] for output in workflow.outputs.values() for source in output.sources}
-    found: set[str] = set()
-    for step in workflow.steps:
-        if step.name in sources:
-            found.add(prefix + step.name)
-        if step.body is not None:
-            found |= tail_paths(step.body, f"{prefix}{step.name}/")
-    return found
+def emailed_paths(tasks: Iterable[Task]) -> set[str]:
+    """Paths of the tasks PanDA e-mails the user about when they end: those no task waits for.
+
+    PanDA's converter gives ``noEmail`` to every task that is another's parent, and a step
+    downstream of a sub-workflow or scatter has every task inside it for parents; so a scatter
+    of 1000 elements feeding a merge sends one mail, not 1000.  (cwlbridge passes such a step
+    only the body's declared outputs, README fix 3; the mails stay as on PanDA.)
+    """
+    tasks = list(tasks)
+    by_name = {t.name: t for t in tasks}
+    waited: set[str] = set()  # paths whose task, or every task under them, is waited for
+    for task in tasks:
+        mine = task.path.split("/")
+        for parent in task.parents:
+            if parent.task not in by_name:
+                continue
+            theirs = by_name[parent.task].path.split("/")
+            shared = 0
+            while shared < min(len(mine), len(theirs)) - 1 and mine[shared] == theirs[shared]:
+                shared += 1
+            waited.add("/".join(theirs[: shared + 1]))  # the parent, or the sub-workflow holding it
+
+    def is_waited_for(path: str) -> bool:
+        parts = path.split("/")
+        return any("/".join(parts[:end]) in waited for end in range(1, len(parts) + 1))
+
+    return {t.path for t in tasks if not is_waited_for(t.path)}
 
 
-def is_tail(task: Task, tails: Collection[str]) -> bool:
-    """True when ``task`` comes from a tail step (see ``tail_paths``)."""
-    return re.sub(r"\[\d+\]", "", task.path) in tails
+def base_platform(environ: Mapping[str, str]) -> str:
+    """The platform PanDA runs container-less tasks on: pchain sends ``$ALRB_USER_PLATFORM``."""
+    return environ.get("ALRB_USER_PLATFORM", DEFAULT_BASE_PLATFORM)
 
 
 def attach_sandbox(params: dict[str, Any], sandbox: str, source_url: str) -> None:
@@ -119,20 +145,29 @@ def attach_sandbox(params: dict[str, Any], sandbox: str, source_url: str) -> Non
 
 def task_parameters(
     task: Task,
-    tails: Collection[str],
+    emailed: Collection[str],
     *,
     nickname: str,
     sandbox: str,
     source_url: str,
+    platform: str = DEFAULT_BASE_PLATFORM,
 ) -> dict[str, Any]:
-    """The map to submit for ``task``: prun's, plus what pchain and PanDA add."""
+    """The map to submit for ``task``: prun's, plus what pchain and PanDA add.
+
+    ``emailed``: the paths ``emailed_paths`` gives for the run's plan; ``platform``: the base
+    platform (``base_platform``) for a task without a container.
+    """
     params = prun_map(prun_command_line(task), nickname=nickname)
     params["taskName"] = task.name
+    params["cliParams"] = shlex.join(["prun", *panda_command_line(task)])
     attach_sandbox(params, sandbox, source_url)
+    architecture = params.get("architecture") or ""
+    if not task.container and platform and "@" not in architecture:
+        params["architecture"] = f"{architecture}@{platform}"
     if len(task.parents) == 1:
         params["parentTaskName"] = task.parents[0].task
         params["noWaitParent"] = True
-    if not is_tail(task, tails):
+    if task.path not in emailed:
         params["noEmail"] = True
     if task.type in ("junction", "reana"):
         params["runOnInstant"] = True
