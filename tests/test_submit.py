@@ -8,6 +8,7 @@ endpoint converts the chain with panda-server's own converter and runs the tasks
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,16 @@ def test_workflow_kill_aborts_the_tasks_of_a_second_submission(grid: Grid) -> No
     _secret(grid, "REANA_SERVER_URL", "https://reana.invalid")
     _secret(grid, "REANA_ACCESS_TOKEN", "never-used")
     grid.jobs.hold = True  # jobs wait, so that the kill finds the tasks running
-    first = _request_id(_submit(grid, "recast/chain.cwl", "recast/inputs.yaml", "--outds", outds, "--json"))
+    shown = _submit(grid, "recast/chain.cwl", "recast/inputs.yaml", "--outds", outds)  # as a user sees it
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    match = re.search(r"^request (\d+) accepted: PanDA/iDDS runs the chain's tasks$", shown.stdout, re.M)
+    assert match, shown.stdout
+    first = int(match.group(1))
+    # The plan table: the outDS, then a row per task with its parents.
+    assert f"{outds}: 3 task(s)" in shown.stdout
+    assert all(row in shown.stdout for row in ("000_derive │ prun", "001_skim   │ prun", "002_fit    │ reana"))
+    assert "001_skim (processed)" in shown.stdout
+    assert f"cwlbridge workflow status {first}" in shown.stdout
     request_id = _request_id(_submit(grid, "recast/chain.cwl", "recast/inputs.yaml", "--outds", outds + "b",
                                      "--json"))
     assert request_id != first
