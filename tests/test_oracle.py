@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from tests.servers.panda_converter import RUNNER, ConverterUnavailable, convert, ensure_converter
+from tests.test_panda_taskparams import normal_job_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 PRUN_BUILT = ("prun", "junction", "reana")  # the step types cwlbridge makes maps for
@@ -82,6 +83,7 @@ EXPECTED: list[tuple[str, str, str, int, str]] = [
     ("nested", "report", "parents", 3, "one parent (audit) instead of every leaf of outer and inner"),
     ("loop-after", "after", "in_ds", 3, "the loop body's outputSource (fit) only, not the junction's results too"),
     ("loop-after", "after", "parents", 3, "waits for fit only, not also for the junction"),
+    ("nested-tail", "*", "conversion", 3, "a body's output from a sub-workflow nested in it: PanDA fails (KeyError)"),
     # 4: scatter methods and scattered prun steps
     ("scatter-prun", "merge", "in_ds", 4, "every element's dataset; PanDA's resolver passes on the first one only"),
     ("scatter-cross", "scan", "in_ds", 4, "flat_crossproduct runs every combination; PanDA zips the lists"),
@@ -102,12 +104,14 @@ EXPECTED: list[tuple[str, str, str, int, str]] = [
     # 11: suffix:file outputs
     ("placeholders", "use_tagged", "in_ds", 11, "tag:tagged.root makes _tag/; PanDA points at _tagged.root/"),
     # 12: list sources and list variables
-    ("nested-tail", "*", "conversion", 3, "a body's output from a sub-workflow nested in it: PanDA fails (KeyError)"),
-    ("placeholders", "both", "args", 14, "%{DS2} in opt_args: PanDA splits the args first and leaves it as written"),
-    ("when-nested", "*", "conversion", 15, "(a || b) && c: PanDA's converter fails on three or more terms"),
-    ("scatter-scalar", "*", "conversion", 16, "scatter: opt_inDS (a name): PanDA reads it letter by letter"),
     ("list-flatten", "*", "conversion", 12, "PanDA nests the scatter's datasets in the list and fails on it"),
     ("nested", "book", "exec", 12, "a list variable is comma-joined; PanDA writes Python's repr ['low', 'high']"),
+    # 14: dataset placeholders in opt_args
+    ("placeholders", "both", "args", 14, "%{DS2} in opt_args: PanDA splits the args first and leaves it as written"),
+    # 15: conditions of three or more terms
+    ("when-nested", "*", "conversion", 15, "(a || b) && c: PanDA's converter fails on three or more terms"),
+    # 16: scatter: name
+    ("scatter-scalar", "*", "conversion", 16, "scatter: opt_inDS (a name): PanDA reads it letter by letter"),
 ]
 
 
@@ -187,15 +191,7 @@ def _normal_map(params: dict[str, Any], dropped: list[str]) -> dict[str, Any]:
     """``params`` without MAP_IGNORED, the sandbox and prun's uuids made equal; ``dropped``: the
     options workaround 2 took out of prun's words, taken out of PanDA's ``cliParams`` too."""
     normal = {k: v for k, v in params.items() if k not in MAP_IGNORED}
-    items = []
-    for item in normal.get("jobParameters") or []:
-        item = dict(item)
-        if item.get("type") == "constant" and str(item.get("value", "")).startswith("-a "):
-            item["value"] = "-a <sandbox>"
-        if "consolidate" in item:
-            item["consolidate"] = "<uuid>"
-        items.append(item)
-    normal["jobParameters"] = items
+    normal["jobParameters"] = normal_job_parameters(normal.get("jobParameters") or [])
     if dropped and isinstance(normal.get("cliParams"), str):
         normal["cliParams"] = shlex.join(w for w in shlex.split(normal["cliParams"]) if w not in dropped)
     return normal

@@ -40,7 +40,7 @@ ALLOWED = {
     "architecture": "PanDA's server gives a task without a container the base platform (@centos7 here)",
     "parentTaskName": "pchain/PanDA add it for a task with one parent",
     "noWaitParent": "pchain/PanDA add it for a task with one parent",
-    "noEmail": "pchain/PanDA add it for a task that is not a tail",
+    "noEmail": "pchain/PanDA add it for a task another task waits for",
     "runOnInstant": "pchain/PanDA add it for junction and reana tasks",
 }
 
@@ -60,7 +60,7 @@ PRUN_DUMPS = textwrap.dedent(
 )
 
 
-def _normal_job_parameters(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def normal_job_parameters(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """jobParameters with the two values that are random per prun call made equal."""
     normal = []
     for item in items:
@@ -107,8 +107,8 @@ def test_our_maps_are_prun_own(name: str, chain: Path, inputs: Path | None, tmp_
         dump = work / f"dump-{index}.json"
         assert dump.is_file(), f"prun made no map for {task.name}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
         theirs = json.loads(dump.read_text())
-        mine = dict(mine, jobParameters=_normal_job_parameters(mine["jobParameters"]))
-        theirs["jobParameters"] = _normal_job_parameters(theirs["jobParameters"])
+        mine = dict(mine, jobParameters=normal_job_parameters(mine["jobParameters"]))
+        theirs["jobParameters"] = normal_job_parameters(theirs["jobParameters"])
         unexpected = {k: v for k, v in differing_keys(mine, theirs).items() if k not in ALLOWED}
         assert unexpected == {}, f"{task.name}: {unexpected}"
         assert theirs["taskName"] == task.name + "/" and mine["taskName"] == task.name

@@ -220,7 +220,7 @@ def test_idds_status_tables_are_read_by_their_rule_line() -> None:
     from tests.servers.panda_workflows import _table
 
     text = _table(["request_id", "transform_workload_id", "status[Total/OK/Processing]", "errors"],
-                  [[7, 123456789, "Finished[4/4/0]", None], [7, "None", "New[0/0/0]", "a long error text"]])
+                  [[7, 123456789, "Finished[4/4/0]", "None"], [7, "None", "New[0/0/0]", "a long error text"]])
     assert parse_table(text) == [
         {"request_id": "7", "transform_workload_id": "123456789", "status[Total/OK/Processing]": "Finished[4/4/0]",
          "errors": "None"},

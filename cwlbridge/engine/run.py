@@ -538,6 +538,7 @@ def _grid_preflight(chain: Path, analysis: Any, settings: Settings, base: Path, 
 
     from cwlbridge.data.datasets import open_store
     from cwlbridge.panda import grid
+
     plan = analysis.plan
     if settings.store is None and not os.environ.get("CWLBRIDGE_STORE"):
         store: Any = None

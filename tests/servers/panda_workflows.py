@@ -59,14 +59,15 @@ class WorkflowRequest:
     errors: str | None = None
 
 
+#: The columns of get_status without ``with_detail``.
+REQUEST_COLUMNS = ["request_id", "request_workload_id", "scope:name", "status", "errors"]
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A table in tabulate's "simple" format (what iDDS's get_status returns)."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    return "\n".join(lines)
+    """A table as iDDS's get_status returns it: tabulate's "simple" format."""
+    from tabulate import tabulate
+
+    return str(tabulate(rows, headers=headers, tablefmt="simple"))
 
 
 class WorkflowService:
@@ -158,11 +159,10 @@ class WorkflowService:
 
     def status_table(self, request: WorkflowRequest | None, detail: bool) -> str:
         if request is None:
-            return _table(["request_id", "request_workload_id", "scope:name", "status", "errors"], [])
+            return _table(REQUEST_COLUMNS, [])
         name = f"{request.outds.split('.')[0]}.{request.outds.split('.')[1]}:{request.outds}"
         if not detail:
-            return _table(["request_id", "request_workload_id", "scope:name", "status", "errors"],
-                          [[request.request_id, "None", name, request.status, request.errors]])
+            return _table(REQUEST_COLUMNS, [[request.request_id, "None", name, request.status, request.errors]])
         rows = []
         for index, task in enumerate(request.tasks):
             task_id = request.created.get(task["name"])
